@@ -1,0 +1,5 @@
+"""``python -m dancegen`` runs the CLI."""
+
+from dancegen.cli import app
+
+app()

@@ -1,0 +1,191 @@
+"""Pipeline configuration: pydantic models loaded from YAML, overridable from the CLI.
+
+Every value that changes what a stage computes lives here, so that a shard's completion
+record can hash the part of the config its stage depends on (see ``storage/records.py``).
+Unknown keys are errors: a typo in a YAML file must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from dancegen.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetConfig(_Strict):
+    """Segmentation of motion + music into fixed windows (the unit the whole pipeline indexes)."""
+
+    version: str = Field("v1", pattern=r"^[A-Za-z0-9._-]+$")
+    fps: int = Field(30, gt=0, description="dataset frame rate for motion, features, maps, frames")
+    segment_seconds: float = Field(5.0, gt=0)
+    stride_seconds: float = Field(5.0, gt=0, description="window hop; < segment_seconds overlaps")
+    max_segments_per_sequence: int | None = Field(None, gt=0)
+
+    @property
+    def segment_frames(self) -> int:
+        """Frames per segment at the dataset frame rate (150 for 5 s at 30 fps)."""
+        return round(self.segment_seconds * self.fps)
+
+
+class MusicConfig(_Strict):
+    """Music features. ``baseline`` is EDGE's 35-d librosa feature set (offline default)."""
+
+    backend: Literal["baseline"] = "baseline"
+    audio_sample_rate: int = Field(22050, gt=0, description="rate of the stored audio array")
+    hop_length: int = Field(512, gt=0, description="feature hop; feature rate = fps * hop")
+    tightness: float = Field(100.0, gt=0, description="librosa beat_track tightness (EDGE: 100)")
+
+
+class RenderConfig(_Strict):
+    """Rendered guidance geometry; used by the rendering stage and fixed in the data contract."""
+
+    width: int = Field(640, gt=0, multiple_of=64)
+    height: int = Field(640, gt=0, multiple_of=64)
+    heatmap_size: int = Field(64, gt=0, description="M2PEnc output resolution")
+    camera: str = "c09"
+
+
+class StorageConfig(_Strict):
+    """Zarr layout knobs: a shard is ``shard_segments`` segments and the unit of atomic write."""
+
+    shard_segments: int = Field(8, gt=0)
+    compression_level: int = Field(5, ge=0, le=9)
+
+
+class StageResources(_Strict):
+    """Ray resources of one task of a stage (passed to ``ray.remote`` options)."""
+
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    memory_mb: int | None = Field(None, gt=0)
+
+    def ray_options(self) -> dict[str, Any]:
+        """The ``ray.remote(**options)`` mapping for this stage."""
+        options: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+        if self.memory_mb is not None:
+            options["memory"] = self.memory_mb * 1024 * 1024
+        return options
+
+
+class RayConfig(_Strict):
+    """Where tasks run. ``address: null`` starts a local Ray for the run; ``auto`` joins one."""
+
+    address: str | None = None
+    num_cpus: int | None = Field(None, gt=0, description="local Ray only")
+    include_dashboard: bool = False
+    max_in_flight: int = Field(64, gt=0, description="bound on submitted, unfinished tasks")
+    retries: int = Field(1, ge=0, description="Prefect retries for non-input errors")
+    stages: dict[str, StageResources] = Field(default_factory=dict)
+
+    def resources(self, stage: str) -> StageResources:
+        """Resources for ``stage``; stages absent from the config take one CPU."""
+        return self.stages.get(stage, StageResources())
+
+
+class TrainStageConfig(_Strict):
+    """One of the paper's three training stages."""
+
+    steps: int = Field(gt=0)
+    batch_size: int = Field(gt=0)
+    frames: int = Field(gt=0, description="frames per training sample")
+    resolution: int = Field(gt=0, multiple_of=64)
+
+
+class TrainingConfig(_Strict):
+    """The paper's training schedule (AdamW, lr 1e-5 for all three stages)."""
+
+    optimizer: Literal["adamw"] = "adamw"
+    learning_rate: float = Field(1e-5, gt=0)
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    stage1: TrainStageConfig
+    stage2: TrainStageConfig
+    stage3: TrainStageConfig
+
+
+class DancegenConfig(_Strict):
+    """The whole pipeline configuration (one YAML file)."""
+
+    name: str
+    description: str = ""
+    stages: list[Literal["motion", "music"]] = Field(default_factory=lambda: ["motion", "music"])
+    dataset: DatasetConfig = DatasetConfig()
+    music: MusicConfig = MusicConfig()
+    render: RenderConfig = RenderConfig()
+    storage: StorageConfig = StorageConfig()
+    ray: RayConfig = RayConfig()
+    training: TrainingConfig
+
+    @model_validator(mode="after")
+    def _check_windows(self) -> DancegenConfig:
+        frames = self.dataset.segment_seconds * self.dataset.fps
+        if abs(frames - round(frames)) > 1e-6:
+            raise ValueError("dataset.segment_seconds * dataset.fps must be a whole frame count")
+        return self
+
+    def section_hash(self, *sections: str) -> str:
+        """Stable hash of some top-level sections, e.g. ``("dataset", "music")``."""
+        payload = {s: getattr(self, s).model_dump(mode="json") for s in sections}
+        blob = json.dumps(payload, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node = tree
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {dotted!r}: {key!r} is not a section")
+        node = child
+    node[leaf] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse ``a.b.c=value``; the value is read as YAML (``8``, ``null``, ``[a, b]``)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. storage.shard_segments=4")
+    return key.strip(), yaml.safe_load(raw)
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    first = error.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "<root>"
+    more = len(error.errors()) - 1
+    tail = f" (and {more} more)" if more else ""
+    got = f" (got {first['input']!r})" if first["type"] != "missing" else ""
+    return f"invalid config {source}: {field}: {first['msg']}{got}{tail}"
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> DancegenConfig:
+    """Validate a config mapping; raises ConfigError naming the first bad field."""
+    try:
+        return DancegenConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> DancegenConfig:
+    """Load a YAML config and apply ``KEY=VALUE`` overrides (dotted keys)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config {path} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a mapping at the top level")
+    for text in overrides or []:
+        _set_dotted(data, *parse_override(text))
+    return config_from_dict(data, str(path))

@@ -1,0 +1,201 @@
+"""The dataset build: plan segments, skip finished shards, fan the rest out to Ray workers.
+
+    inputs (AIST++ layout) --plan--> segment table --prepare--> Zarr v3 group
+        --for each stage x shard not complete--> build_shard on a Ray worker --> store
+
+Each task writes its shard straight to the store; only counts come back. A unit that fails
+(bad input, lost worker) is recorded in the store with its reason and the others go on; the
+flow then ends Failed with a message that says how many failed. A re-run recomputes only what
+is missing or stale.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+
+from dancegen.storage.aistpp import AistppInputs
+from dancegen.storage.contract import dims_for
+from dancegen.storage.dataset import DatasetStore, Layout
+from dancegen.storage.segments import shard_ranges, stable_order
+from dancegen.tasks.plan import plan_segments
+from dancegen.tasks.shard import ShardResult, ShardUnit, build_shard
+from dancegen.tasks.stages import STAGES
+from prefect import flow, get_run_logger
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    update_progress_artifact,
+)
+from prefect.futures import as_completed
+from prefect.states import Completed, Failed, State
+from prefect_ray import RayTaskRunner
+from prefect_ray.context import remote_options
+
+from dancegen.config import DancegenConfig, RayConfig
+
+
+@dataclass
+class BuildSummary:
+    """What a build did; the flow's return value and its summary artifact."""
+
+    store: str
+    version: str
+    segments: int = 0
+    shards_written: int = 0
+    shards_skipped: int = 0
+    shards_failed: int = 0
+    inputs_failed: int = 0
+    bytes_written: int = 0
+    seconds: float = 0.0
+    failures: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> int:
+        """Units that failed: unreadable sequences plus failed shards."""
+        return self.inputs_failed + self.shards_failed
+
+    def headline(self) -> str:
+        """One line for logs, the CLI and the flow's final state message."""
+        return (
+            f"{self.segments} segments; shards written {self.shards_written}, skipped "
+            f"{self.shards_skipped}, failed {self.shards_failed}; inputs failed "
+            f"{self.inputs_failed}; {self.bytes_written / 1e6:.1f} MB in {self.seconds:.1f} s"
+        )
+
+    def markdown(self) -> str:
+        """The summary artifact."""
+        lines = [
+            f"# Dataset build `{self.store}` / `{self.version}`", "",
+            "| segments | shards written | skipped | failed | inputs failed | MB | seconds |",
+            "|---|---|---|---|---|---|---|",
+            f"| {self.segments} | {self.shards_written} | {self.shards_skipped} | "
+            f"{self.shards_failed} | {self.inputs_failed} | {self.bytes_written / 1e6:.2f} | "
+            f"{self.seconds:.1f} |",
+        ]
+        if self.failures:
+            lines += ["", "## Failed units", "", "| unit | reason |", "|---|---|"]
+            lines += [f"| `{u}` | {r} |" for u, r in sorted(self.failures.items())]
+        return "\n".join(lines)
+
+
+def ray_task_runner(ray: RayConfig) -> RayTaskRunner:
+    """A task runner for the config: a local Ray for the run, or an existing cluster."""
+    init: dict = {"include_dashboard": ray.include_dashboard}
+    if ray.address is None:
+        if ray.num_cpus is not None:
+            init["num_cpus"] = ray.num_cpus
+        return RayTaskRunner(init_kwargs=init)
+    init["address"] = ray.address  # "auto" or ray://...; fails loudly if nothing is there
+    return RayTaskRunner(init_kwargs=init)
+
+
+def _layout(config: DancegenConfig, synthetic: bool) -> Layout:
+    data = config.dataset
+    return Layout(
+        dims=dims_for(config),
+        shard_segments=config.storage.shard_segments,
+        compression_level=config.storage.compression_level,
+        attrs={
+            "config_name": config.name,
+            "fps": data.fps,
+            "segment_seconds": data.segment_seconds,
+            "stride_seconds": data.stride_seconds,
+            "audio_sample_rate": config.music.audio_sample_rate,
+            "music_backend": config.music.backend,
+            "synthetic_inputs": synthetic,
+        },
+    )
+
+
+def _pending_units(
+    dataset: DatasetStore, inputs: str, config: DancegenConfig, summary: BuildSummary
+) -> list[ShardUnit]:
+    segments = dataset.segments()
+    units = []
+    for stage_name in config.stages:
+        stage, records = STAGES[stage_name], dataset.records(stage_name)
+        for shard, rows in enumerate(shard_ranges(len(segments), config.storage.shard_segments)):
+            shard_segments = [segments[i] for i in rows]
+            key = stage.key(shard_segments, config)
+            record = records.get(shard)
+            if record is not None and record.get("key") == key["key"]:
+                summary.shards_skipped += 1
+                continue
+            if record is not None:
+                dataset.invalidate(stage_name, shard)  # stale: incomplete until rewritten
+            units.append(ShardUnit(dataset.store.url, dataset.version, inputs, stage_name,
+                                   shard, shard_segments, key))
+    return units
+
+
+def _run_units(
+    units: list[ShardUnit], config: DancegenConfig
+) -> Iterator[tuple[ShardUnit, ShardResult | BaseException]]:
+    """Submit units in a bounded window (Ray has no limit on pending tasks); yield outcomes."""
+    pending, in_flight = list(reversed(units)), {}
+    while pending or in_flight:
+        while pending and len(in_flight) < config.ray.max_in_flight:
+            unit = pending.pop()
+            with remote_options(**config.ray.resources(unit.stage).ray_options()):
+                in_flight[build_shard.with_options(retries=config.ray.retries).submit(
+                    unit, config)] = unit
+        future = next(as_completed(list(in_flight)))
+        unit = in_flight.pop(future)
+        try:
+            yield unit, future.result()
+        except BaseException as error:  # a failed unit must never stop the others
+            yield unit, error
+
+
+@flow(name="build-dataset", task_runner=RayTaskRunner())
+def build_dataset(inputs: str, out: str, config: DancegenConfig) -> State:
+    """Build (or bring up to date) dataset version ``config.dataset.version`` in ``out``."""
+    started = time.perf_counter()
+    logger = get_run_logger()
+    dataset = DatasetStore(out, config.dataset.version)
+    summary = BuildSummary(store=dataset.store.url, version=dataset.version)
+
+    plan = plan_segments(inputs, config)
+    previous = dataset.segments() if dataset.version in DatasetStore.versions(out) else []
+    segments = stable_order(previous, plan.segments)
+    dataset.prepare(segments, config.stages, _layout(config, AistppInputs(inputs).synthetic))
+    summary.segments = len(segments)
+    for unit_id, reason in plan.failed.items():
+        logger.error("input unit %s failed: %s", unit_id, reason)
+        dataset.record_failure(unit_id, reason, {"kind": "input"})
+    summary.inputs_failed, summary.failures = len(plan.failed), dict(plan.failed)
+    for unit_id in dataset.failures():
+        if unit_id.startswith("inputs/") and unit_id not in plan.failed:
+            dataset.clear_failure(unit_id)
+
+    units = _pending_units(dataset, inputs, config, summary)
+    logger.info("%d sequences, %d segments: %d shard units to build, %d already complete",
+                plan.sequences, len(segments), len(units), summary.shards_skipped)
+    progress = create_progress_artifact(0.0, key="dataset-build-progress",
+                                        description="Shards of this build finished")
+    for done, (unit, outcome) in enumerate(_run_units(units, config), start=1):
+        if isinstance(outcome, ShardResult):
+            summary.shards_written += 1
+            summary.bytes_written += outcome.nbytes
+            dataset.clear_failure(unit.unit_id)
+            logger.info("[%d/%d] %s: %d segments, %.2f MB in %.1f s", done, len(units),
+                        unit.unit_id, outcome.segments, outcome.nbytes / 1e6, outcome.seconds)
+        else:
+            reason = f"{type(outcome).__name__}: {outcome}"
+            summary.shards_failed += 1
+            summary.failures[unit.unit_id] = reason
+            dataset.record_failure(unit.unit_id, reason,
+                                   {"kind": "shard", "segments": [s.id for s in unit.segments]})
+            logger.error("[%d/%d] %s failed: %s", done, len(units), unit.unit_id, reason)
+        update_progress_artifact(progress, 100.0 * done / len(units))
+
+    summary.seconds = time.perf_counter() - started
+    create_markdown_artifact(summary.markdown(), key="dataset-build-summary",
+                             description=summary.headline())
+    logger.info("build finished: %s", summary.headline())
+    if summary.failed:
+        return Failed(message=f"{summary.failed} units failed: {summary.headline()}",
+                      data=asdict(summary))
+    return Completed(message=summary.headline(), data=asdict(summary))

@@ -1,0 +1,233 @@
+"""Reader for inputs in the AIST++ layout (real AIST++, or the stand-in of ``dancegen fixtures``).
+
+Expected below the inputs root (local folder or ``s3://``)::
+
+    motions/<sequence>.pkl        dict: smpl_poses (N, 72), smpl_trans (N, 3), smpl_scaling (1,)
+    splits/crossmodal_{train,val,test}.txt   sequence names, one per line (optional)
+    ignore_list.txt               sequences to drop (optional)
+    cameras/mapping.txt, cameras/<setting>.json   (optional; used by rendering)
+    music/<music id>.<wav|flac|ogg|mp3>          the AIST Dance DB track named in the sequence
+    fixture.json                  present only in the synthetic stand-in ({"synthetic": true})
+
+Every malformed or missing file raises :class:`InputError` naming the file and what was
+expected, so that the one unit reading it fails and the rest of a build goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import pickle
+import posixpath
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import soundfile
+from dancegen.storage.location import StoreLocation
+from scipy.spatial.transform import Rotation
+
+from dancegen.errors import InputError
+
+AISTPP_FPS = 60.0
+SPLIT_FILES = {"train": "crossmodal_train.txt", "val": "crossmodal_val.txt",
+               "test": "crossmodal_test.txt"}
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+
+
+@dataclass(frozen=True)
+class Motion:
+    """SMPL parameters of one sequence at its source frame rate."""
+
+    poses: np.ndarray    # (N, 72) float32 axis-angle
+    trans: np.ndarray    # (N, 3) float32, AIST++ units
+    scaling: float
+    fps: float
+
+    @property
+    def seconds(self) -> float:
+        """Duration of the sequence."""
+        return len(self.poses) / self.fps
+
+
+@dataclass(frozen=True)
+class Camera:
+    """One AIST++ camera: intrinsics K and world-to-camera extrinsics (OpenCV convention)."""
+
+    name: str
+    size: tuple[int, int]       # (width, height) in pixels
+    matrix: np.ndarray          # (3, 3) K
+    rotation: np.ndarray        # (3,) Rodrigues vector, world -> camera
+    translation: np.ndarray     # (3,) world -> camera, AIST++ units
+    distortions: np.ndarray     # (5,) OpenCV k1 k2 p1 p2 k3
+
+    def world_to_camera(self, points: np.ndarray) -> np.ndarray:
+        """Map (..., 3) world points to camera coordinates."""
+        rot = Rotation.from_rotvec(self.rotation).as_matrix()
+        return points @ rot.T + self.translation
+
+
+@dataclass(frozen=True)
+class SequenceInputs:
+    """One dance sequence and the files it needs (paths relative to the inputs root)."""
+
+    name: str
+    split: str
+    motion_file: str
+    music_id: str
+    music_file: str | None
+
+
+def music_id_of(sequence: str) -> str:
+    """AIST++ names carry the music id as the 5th field: gBR_sBM_cAll_d04_mBR0_ch01 -> mBR0."""
+    fields = sequence.split("_")
+    if len(fields) < 6 or not fields[4].startswith("m"):
+        expected = "gXX_sXX_cAll_dXX_mXXX_chXX"
+        raise InputError(f"sequence name {sequence!r} is not AIST++ style ({expected})")
+    return fields[4]
+
+
+class AistppInputs:
+    """Read-only view of an inputs root in the AIST++ layout."""
+
+    def __init__(self, root: str | StoreLocation) -> None:
+        self.location = root if isinstance(root, StoreLocation) else StoreLocation.parse(root)
+
+    # --- layout ----------------------------------------------------------------------------
+
+    def _text_lines(self, key: str) -> list[str] | None:
+        try:
+            text = self.location.fs.cat_file(self.location.path(key)).decode()
+        except FileNotFoundError:
+            return None
+        return [line.strip() for line in text.splitlines() if line.strip()]
+
+    @cached_property
+    def synthetic(self) -> bool:
+        """True for the procedural stand-in (``fixture.json`` says so)."""
+        manifest = self.location.read_json("fixture.json")
+        return bool(manifest and manifest.get("synthetic"))
+
+    @cached_property
+    def _files(self) -> list[str]:
+        try:
+            found = self.location.fs.find(self.location.root)
+        except FileNotFoundError:
+            raise InputError(f"inputs folder {self.location.url} does not exist") from None
+        root = self.location.root.rstrip("/") + "/"
+        return sorted(path.removeprefix(root) for path in found)
+
+    def _music_file(self, music_id: str) -> str | None:
+        for suffix in AUDIO_SUFFIXES:
+            candidate = f"music/{music_id}{suffix}"
+            if candidate in self._files:
+                return candidate
+        return None
+
+    def sequences(self) -> list[SequenceInputs]:
+        """Sequences with a motion file, in a split (when splits exist), not ignored; sorted."""
+        motions = [f for f in self._files if f.startswith("motions/") and f.endswith(".pkl")]
+        if not motions:
+            raise InputError(f"no motions/*.pkl under {self.location.url}: not an AIST++ layout")
+        ignored = set(self._text_lines("ignore_list.txt") or [])
+        split_of: dict[str, str] = {}
+        for split, filename in SPLIT_FILES.items():
+            for name in self._text_lines(f"splits/{filename}") or []:
+                split_of.setdefault(name, split)
+        use_splits = bool(split_of)
+        result = []
+        for motion_file in motions:
+            name = posixpath.basename(motion_file).removesuffix(".pkl")
+            if name in ignored or (use_splits and name not in split_of):
+                continue
+            music_id = music_id_of(name)
+            result.append(SequenceInputs(name, split_of.get(name, "train"), motion_file,
+                                         music_id, self._music_file(music_id)))
+        return result
+
+    def cameras(self, sequence: str) -> dict[str, Camera]:
+        """The cameras of a sequence's setting (cameras/mapping.txt -> cameras/<setting>.json)."""
+        mapping = dict(line.split()[:2] for line in self._text_lines("cameras/mapping.txt") or [])
+        if sequence not in mapping:
+            raise InputError(f"{self.location.url}/cameras/mapping.txt has no entry for {sequence}")
+        key = f"cameras/{mapping[sequence]}.json"
+        try:
+            entries = json.loads(self.read_bytes(key))
+            return {
+                e["name"]: Camera(
+                    e["name"], tuple(e["size"]),
+                    np.asarray(e["matrix"], dtype=np.float64).reshape(3, 3),
+                    np.asarray(e["rotation"], dtype=np.float64).reshape(3),
+                    np.asarray(e["translation"], dtype=np.float64).reshape(3),
+                    np.asarray(e.get("distortions", [0.0] * 5), dtype=np.float64),
+                )
+                for e in entries
+            }
+        except InputError:
+            raise
+        except Exception as error:
+            where = f"{self.location.url}/{key}"
+            raise InputError(f"{where}: not an AIST++ camera file ({error})") from None
+
+    # --- file contents ---------------------------------------------------------------------
+
+    def read_bytes(self, key: str) -> bytes:
+        """Bytes of one input file; a missing file is an InputError."""
+        try:
+            return self.location.fs.cat_file(self.location.path(key))
+        except FileNotFoundError:
+            raise InputError(f"input file missing: {self.location.url}/{key}") from None
+
+    def sha256(self, key: str) -> str:
+        """Content hash of an input file (what shard records compare)."""
+        return hashlib.sha256(self.read_bytes(key)).hexdigest()
+
+    def load_motion(self, key: str) -> Motion:
+        """Load and validate an AIST++ motion pickle."""
+        where = f"{self.location.url}/{key}"
+        try:
+            data = pickle.loads(self.read_bytes(key), encoding="latin1")
+        except InputError:
+            raise
+        except Exception as error:
+            raise InputError(f"{where}: not a readable motion pickle ({error})") from None
+        if not isinstance(data, dict) or not {"smpl_poses", "smpl_trans"} <= set(data):
+            got = sorted(data) if isinstance(data, dict) else type(data).__name__
+            raise InputError(f"{where}: expected smpl_poses/smpl_trans/smpl_scaling; got {got}")
+        poses = np.asarray(data["smpl_poses"], dtype=np.float32)
+        poses = poses.reshape(len(poses), -1) if poses.ndim == 3 else poses
+        trans = np.asarray(data["smpl_trans"], dtype=np.float32)
+        scaling = np.asarray(data.get("smpl_scaling", [1.0]), dtype=np.float32).reshape(-1)
+        if poses.ndim != 2 or poses.shape[1] != 72 or len(poses) == 0:
+            raise InputError(f"{where}: smpl_poses must be (N, 72) with N > 0, got {poses.shape}")
+        if trans.shape != (len(poses), 3):
+            raise InputError(f"{where}: smpl_trans must be ({len(poses)}, 3), got {trans.shape}")
+        if scaling.size != 1 or not scaling[0] > 0:
+            raise InputError(f"{where}: smpl_scaling must be one positive number, got {scaling}")
+        if not (np.isfinite(poses).all() and np.isfinite(trans).all()):
+            raise InputError(f"{where}: smpl_poses/smpl_trans contain NaN or inf")
+        return Motion(poses, trans, float(scaling[0]), AISTPP_FPS)
+
+    def audio_info(self, key: str) -> soundfile._SoundFileInfo:
+        """Header of an audio file (duration, rate); corrupt files are InputErrors."""
+        try:
+            return soundfile.info(io.BytesIO(self.read_bytes(key)))
+        except InputError:
+            raise
+        except Exception as error:
+            raise InputError(f"{self.location.url}/{key}: unreadable audio ({error})") from None
+
+    def load_audio(self, key: str) -> tuple[np.ndarray, int]:
+        """Decode a whole audio file to mono float32 at its native rate."""
+        try:
+            audio, rate = soundfile.read(io.BytesIO(self.read_bytes(key)), dtype="float32")
+        except InputError:
+            raise
+        except Exception as error:
+            raise InputError(f"{self.location.url}/{key}: unreadable audio ({error})") from None
+        if audio.ndim == 2:
+            audio = audio.mean(axis=1)
+        if audio.size == 0 or not np.isfinite(audio).all():
+            raise InputError(f"{self.location.url}/{key}: empty audio or NaN samples")
+        return audio, int(rate)

@@ -1,0 +1,265 @@
+"""One dataset version in a store: its Zarr v3 group, segment table, shards and their records.
+
+Writers: the flow driver alone creates groups and arrays, resizes them and writes the segment
+table (:meth:`DatasetStore.prepare`); each shard of each stage is then written by exactly one
+task (:meth:`DatasetStore.write_shard`), which writes every array of its stage for its rows and
+only then the shard's completion record. A shard is complete exactly when its record exists:
+records are removed before a shard is recomputed and whenever the table moves rows under it,
+so a partially written shard can never be read as complete.
+
+Layout below the store root (see docs/data-contract.md)::
+
+    zarr.json                         root group; attrs["dancegen"]["versions"]
+    <version>/zarr.json               version group; attrs["dancegen"] incl. the segment table
+    <version>/<array path>/...        Zarr v3 sharded arrays (chunk = 1 segment)
+    <version>/_records/<stage>/<shard>.json   completion record of one shard
+    <version>/_failures/<unit>.json           last failure of a unit, with its reason
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import socket
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import zarr
+import zarr.codecs
+from dancegen.storage.contract import ARRAYS, CONTRACT_VERSION, ArraySpec, arrays_of
+from dancegen.storage.location import StoreLocation
+from dancegen.storage.segments import Segment, from_columns, shard_ranges, to_columns
+
+from dancegen.errors import StoreError
+
+RECORDS = "_records"
+FAILURES = "_failures"
+
+
+def _record_key(stage: str, shard: int) -> str:
+    return f"{RECORDS}/{stage}/{shard:06d}.json"
+
+
+def _failure_key(unit: str) -> str:
+    return f"{FAILURES}/{unit.replace('/', '--')}.json"
+
+
+def array_checksum(data: np.ndarray) -> str:
+    """Content checksum of one shard of an array (independent of codecs and chunking)."""
+    return hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What :meth:`DatasetStore.prepare` needs besides the segments: resolved sizes."""
+
+    dims: dict[str, int]
+    shard_segments: int
+    compression_level: int
+    attrs: dict[str, Any]
+
+
+class DatasetStore:
+    """A dataset version (``<store>/<version>``) in the data contract's layout."""
+
+    def __init__(self, store: StoreLocation | str, version: str) -> None:
+        self.store = store if isinstance(store, StoreLocation) else StoreLocation.parse(store)
+        self.version = version
+        self.location = self.store.child(version)
+
+    # --- opening -------------------------------------------------------------------------
+
+    @staticmethod
+    def versions(store: StoreLocation | str) -> list[str]:
+        """Dataset versions present in a store (empty when there is no dancegen root)."""
+        store = store if isinstance(store, StoreLocation) else StoreLocation.parse(store)
+        try:
+            root = zarr.open_group(store=store.zarr_store(read_only=True), mode="r")
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+            return []
+        return list(root.attrs.get("dancegen", {}).get("versions", []))
+
+    def group(self, mode: str = "r") -> zarr.Group:
+        """The version's zarr group."""
+        try:
+            return zarr.open_group(
+                store=self.store.zarr_store(read_only=mode == "r"), path=self.version, mode=mode
+            )
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+            raise StoreError(f"no dataset version {self.version!r} in {self.store.url}") from None
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """The version's dancegen attributes (layout, dims, segment table)."""
+        return dict(self.group().attrs["dancegen"])
+
+    def segments(self) -> list[Segment]:
+        """The segment table: row i describes index i of every array."""
+        return from_columns(self.attrs["segments"])
+
+    def shard_ranges(self) -> list[range]:
+        """Rows of each shard."""
+        attrs = self.attrs
+        return shard_ranges(len(attrs["segments"]["id"]), attrs["shard_segments"])
+
+    # --- driver side: layout ---------------------------------------------------------------
+
+    def prepare(self, segments: list[Segment], stages: Iterable[str], layout: Layout) -> None:
+        """Create or update the version group so that it holds ``segments`` for ``stages``.
+
+        Arrays are resized to the segment count; records of shards whose rows changed are
+        removed. Changing a per-segment shape or the shard size needs a new dataset version.
+        """
+        self.store.check_reachable()
+        old_ids: list[str] = []
+        with contextlib.suppress(StoreError, KeyError):
+            old_ids = self.attrs["segments"]["id"]
+        root = zarr.open_group(store=self.store.zarr_store(), mode="a")
+        meta = dict(root.attrs.get("dancegen", {"contract_version": CONTRACT_VERSION}))
+        meta["versions"] = sorted({*meta.get("versions", []), self.version})
+        root.attrs["dancegen"] = meta
+        group = root.require_group(self.version)
+        for stage in stages:
+            for spec in arrays_of(stage):
+                self._ensure_array(group, spec, len(segments), layout)
+        self._drop_moved_records([s.id for s in segments], old_ids, layout.shard_segments)
+        group.attrs["dancegen"] = {
+            **layout.attrs,
+            "contract_version": CONTRACT_VERSION,
+            "dims": layout.dims,
+            "shard_segments": layout.shard_segments,
+            "segments": to_columns(segments),
+        }
+
+    def _ensure_array(self, group: zarr.Group, spec: ArraySpec, count: int, layout: Layout):
+        per_segment = spec.resolve(layout.dims)
+        shards = (layout.shard_segments, *per_segment)
+        if spec.name in group:
+            array = group[spec.name]
+            if array.shape[1:] != per_segment or array.shards != shards:
+                raise StoreError(
+                    f"{self.location.url}/{spec.name} has per-segment shape {array.shape[1:]} "
+                    f"and shards {array.shards}; the config asks for {per_segment} and {shards}."
+                    " Use a new dataset.version for a different layout."
+                )
+            if array.shape[0] != count:
+                array.resize((count, *per_segment))
+            return
+        shuffle = "bitshuffle" if np.dtype(spec.dtype).itemsize == 1 else "shuffle"
+        group.create_array(
+            spec.name,
+            shape=(count, *per_segment),
+            dtype=spec.dtype,
+            chunks=(1, *per_segment),
+            shards=shards,
+            compressors=[
+                zarr.codecs.BloscCodec(
+                    cname="zstd", clevel=layout.compression_level, shuffle=shuffle
+                ),
+                zarr.codecs.Crc32cCodec(),  # per-chunk checksum: corruption fails loudly
+            ],
+            fill_value=spec.fill_value,
+            attributes={"description": spec.description, "stage": spec.stage},
+            dimension_names=("segment", *[str(d) for d in spec.shape]),
+        )
+
+    def _drop_moved_records(self, new_ids: list[str], old_ids: list[str], size: int) -> None:
+        new_shards = shard_ranges(len(new_ids), size)
+        for stage in self._record_stages():
+            for shard, record in self.records(stage).items():
+                rows = new_shards[shard] if shard < len(new_shards) else range(0)
+                if record.get("segments") != [new_ids[i] for i in rows]:
+                    self.invalidate(stage, shard)
+
+    def _record_stages(self) -> list[str]:
+        try:
+            entries = self.location.fs.ls(self.location.path(RECORDS), detail=False)
+        except FileNotFoundError:
+            return []
+        return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
+
+    # --- shard records ---------------------------------------------------------------------
+
+    def record(self, stage: str, shard: int) -> dict[str, Any] | None:
+        """The completion record of a shard, or None when it is not complete."""
+        return self.location.read_json(_record_key(stage, shard))
+
+    def records(self, stage: str) -> dict[int, dict[str, Any]]:
+        """All completion records of a stage, by shard index."""
+        found = self.location.list_json(f"{RECORDS}/{stage}")
+        return {int(name.removesuffix(".json")): rec for name, rec in found.items()}
+
+    def invalidate(self, stage: str, shard: int) -> None:
+        """Mark a shard incomplete before it is rewritten."""
+        self.location.delete(_record_key(stage, shard))
+
+    def record_failure(self, unit: str, reason: str, details: dict[str, Any]) -> None:
+        """Persist the last failure of a unit (a shard of a stage, or an input)."""
+        document = {"unit": unit, "reason": reason, "at": time.time(), **details}
+        self.location.write_json(_failure_key(unit), document)
+
+    def clear_failure(self, unit: str) -> None:
+        """Forget a unit's failure once it succeeded."""
+        self.location.delete(_failure_key(unit))
+
+    def failures(self) -> dict[str, dict[str, Any]]:
+        """Recorded failures by unit."""
+        return {doc["unit"]: doc for doc in self.location.list_json(FAILURES).values()}
+
+    # --- worker side: data -----------------------------------------------------------------
+
+    def write_shard(
+        self, stage: str, shard: int, data: dict[str, np.ndarray], record: dict[str, Any]
+    ) -> int:
+        """Write every array of ``stage`` for one shard, then its completion record.
+
+        ``data`` maps each contract array of the stage to an array of the shard's rows. Each
+        array's shard is written in one assignment covering the whole shard, so zarr encodes
+        and stores it as one object (temp file + rename locally, one PUT on S3).
+        """
+        group = self.group(mode="r+")
+        meta = group.attrs["dancegen"]
+        ids = meta["segments"]["id"]
+        rows = shard_ranges(len(ids), meta["shard_segments"])[shard]
+        expected = {spec.name for spec in arrays_of(stage)}
+        if set(data) != expected:
+            raise StoreError(f"stage {stage} must write {sorted(expected)}, got {sorted(data)}")
+        checksums, written = {}, 0
+        for name, values in data.items():
+            array = group[name]
+            want = (len(rows), *array.shape[1:])
+            if values.shape != want:
+                raise StoreError(f"{name} shard {shard}: shape {values.shape}, expected {want}")
+            values = np.ascontiguousarray(values, dtype=array.dtype)
+            array[rows.start : rows.stop] = values
+            checksums[name] = array_checksum(values)
+            written += values.nbytes
+        self.location.write_json(
+            _record_key(stage, shard),
+            {
+                **record,
+                "stage": stage,
+                "shard": shard,
+                "segments": [ids[i] for i in rows],
+                "checksums": checksums,
+                "nbytes": written,
+                "host": socket.gethostname(),
+                "written_at": time.time(),
+            },
+        )
+        return written
+
+    def read(self, name: str, rows: slice | int) -> np.ndarray:
+        """Read rows of an array, refusing rows whose shard is not complete."""
+        spec = ARRAYS[name]
+        array = self.group()[name]
+        index = range(array.shape[0])[rows]
+        wanted = [index] if isinstance(index, int) else list(index)
+        done = self.records(spec.stage)
+        for shard, shard_rows in enumerate(self.shard_ranges()):
+            if shard not in done and any(r in shard_rows for r in wanted):
+                raise StoreError(f"{name}: shard {shard} of stage {spec.stage} is not complete")
+        return array[rows]

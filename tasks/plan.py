@@ -1,0 +1,77 @@
+"""Plan the segments of a dataset from an inputs root in the AIST++ layout."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from dancegen.storage.aistpp import AistppInputs, SequenceInputs
+from dancegen.storage.segments import Segment, segment_id
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from dancegen.config import DancegenConfig
+from dancegen.errors import InputError
+
+
+@dataclass
+class Plan:
+    """Segments to build, and the sequences whose inputs could not be read (with why)."""
+
+    segments: list[Segment]
+    failed: dict[str, str] = field(default_factory=dict)  # unit id -> reason
+    sequences: int = 0
+
+
+def window_starts(seconds: float, window: float, stride: float, limit: int | None) -> list[float]:
+    """Start times of the whole windows that fit in ``seconds``."""
+    count = max(0, math.floor((seconds - window) / stride + 1e-9) + 1)
+    if limit is not None:
+        count = min(count, limit)
+    return [round(i * stride, 6) for i in range(count)]
+
+
+def _sequence_segments(
+    seq: SequenceInputs, inputs: AistppInputs, config: DancegenConfig, digests: dict[str, str]
+) -> list[Segment]:
+    if seq.music_file is None:
+        raise InputError(f"no music file music/{seq.music_id}.* for sequence {seq.name}")
+    motion = inputs.load_motion(seq.motion_file)
+    music_seconds = inputs.audio_info(seq.music_file).duration
+    for key in (seq.motion_file, seq.music_file):
+        if key not in digests:
+            digests[key] = inputs.sha256(key)
+    data = config.dataset
+    starts = window_starts(min(motion.seconds, music_seconds), data.segment_seconds,
+                           data.stride_seconds, data.max_segments_per_sequence)
+    source = "synthetic" if inputs.synthetic else "aistpp"
+    return [
+        Segment(
+            id=segment_id(seq.name, k), sequence=seq.name, source=source, split=seq.split,
+            window=k, start_s=start, end_s=round(start + data.segment_seconds, 6),
+            music_file=seq.music_file, music_sha256=digests[seq.music_file],
+            motion_file=seq.motion_file, motion_sha256=digests[seq.motion_file],
+            motion_fps=motion.fps,
+        )
+        for k, start in enumerate(starts)
+    ]
+
+
+def plan_segments_from(inputs_url: str, config: DancegenConfig) -> Plan:
+    """Every window of every usable sequence; unreadable sequences are reported, not fatal."""
+    inputs = AistppInputs(inputs_url)
+    sequences = inputs.sequences()
+    digests: dict[str, str] = {}
+    plan = Plan(segments=[], sequences=len(sequences))
+    for seq in sequences:
+        try:
+            plan.segments.extend(_sequence_segments(seq, inputs, config, digests))
+        except InputError as error:
+            plan.failed[f"inputs/{seq.name}"] = str(error)
+    return plan
+
+
+@task(name="plan-segments", cache_policy=NO_CACHE, persist_result=False)
+def plan_segments(inputs_url: str, config: DancegenConfig) -> Plan:
+    """Prefect task wrapper of :func:`plan_segments_from` (runs in the flow's process)."""
+    return plan_segments_from(inputs_url, config)

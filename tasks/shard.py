@@ -1,0 +1,77 @@
+"""The unit of work: compute one stage for one shard and write it straight to the store."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from dancegen.storage.aistpp import AistppInputs
+from dancegen.storage.dataset import DatasetStore
+from dancegen.storage.segments import Segment
+from dancegen.tasks.stages import STAGES
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from dancegen.config import DancegenConfig
+from dancegen.errors import InputError
+
+
+@dataclass(frozen=True)
+class ShardUnit:
+    """Everything a worker needs to build one shard of one stage (small; no arrays)."""
+
+    store_url: str
+    version: str
+    inputs_url: str
+    stage: str
+    shard: int
+    segments: list[Segment]
+    key: dict[str, str]
+
+    @property
+    def unit_id(self) -> str:
+        """Name of the unit in logs, failure records and summaries."""
+        return f"{self.stage}/{self.shard:06d}"
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """What travels back to the flow: counts, never arrays."""
+
+    unit_id: str
+    segments: int
+    nbytes: int
+    seconds: float
+
+
+def _retry_unless_input_error(task, task_run, state) -> bool:
+    """Bad input is deterministic: retry only other errors (store hiccups, lost workers)."""
+    try:
+        state.result()
+    except InputError:
+        return False
+    except Exception:
+        return True
+    return False
+
+
+def build_shard_now(unit: ShardUnit, config: DancegenConfig) -> ShardResult:
+    """Compute ``unit.stage`` for the shard's segments and write arrays + completion record."""
+    started = time.perf_counter()
+    stage = STAGES[unit.stage]
+    arrays = stage.compute(unit.segments, AistppInputs(unit.inputs_url), config)
+    dataset = DatasetStore(unit.store_url, unit.version)
+    nbytes = dataset.write_shard(unit.stage, unit.shard, arrays, dict(unit.key))
+    return ShardResult(unit.unit_id, len(unit.segments), nbytes, time.perf_counter() - started)
+
+
+@task(
+    name="build-shard",
+    task_run_name="{unit.stage}-shard-{unit.shard}",
+    cache_policy=NO_CACHE,       # completion records in the store are the cache
+    persist_result=False,        # results are small and the arrays are already in the store
+    retry_condition_fn=_retry_unless_input_error,
+)
+def build_shard(unit: ShardUnit, config: DancegenConfig) -> ShardResult:
+    """Prefect task (run on a Ray worker): build one shard of one stage."""
+    return build_shard_now(unit, config)

@@ -1,0 +1,115 @@
+"""Dataset stages: what each computes for one shard, and what its result depends on.
+
+A stage turns the segments of one shard into the contract arrays it owns
+(``storage.contract.arrays_of(stage)``). Its *key* hashes everything the result depends on:
+the segments' ids, windows and input-file digests it reads, the config sections it uses and
+the code version. A shard whose completion record carries the current key is skipped, so a
+changed music file recomputes exactly the shards whose segments use it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from dancegen.storage.aistpp import AistppInputs
+from dancegen.storage.segments import Segment
+from dancegen.tasks.music_features import baseline_features, edge_start_bpm, feature_sample_rate
+from dancegen.tasks.segment_inputs import audio_window, motion_window, resample_audio
+
+import dancegen
+from dancegen.config import DancegenConfig
+
+ComputeFn = Callable[[list[Segment], AistppInputs, DancegenConfig], dict[str, np.ndarray]]
+
+
+def compute_motion(
+    segments: list[Segment], inputs: AistppInputs, config: DancegenConfig
+) -> dict[str, np.ndarray]:
+    """SMPL poses/trans/scaling of each segment at the dataset fps."""
+    frames, fps = config.dataset.segment_frames, config.dataset.fps
+    loaded = {f: inputs.load_motion(f) for f in sorted({s.motion_file for s in segments})}
+    windows = [motion_window(loaded[s.motion_file], s.start_s, frames, fps) for s in segments]
+    return {
+        "motion/smpl_poses": np.stack([w.poses for w in windows]),
+        "motion/smpl_trans": np.stack([w.trans for w in windows]),
+        "motion/smpl_scaling": np.array([[w.scaling] for w in windows], dtype=np.float32),
+    }
+
+
+def compute_music(
+    segments: list[Segment], inputs: AistppInputs, config: DancegenConfig
+) -> dict[str, np.ndarray]:
+    """Waveform, EDGE baseline features and beat flags of each segment."""
+    data, music = config.dataset, config.music
+    feature_rate = feature_sample_rate(data.fps, music.hop_length)
+    tracks = {}
+    for name in sorted({s.music_file for s in segments}):  # decode each track once per shard
+        audio, rate = inputs.load_audio(name)
+        tracks[name] = {
+            "features": resample_audio(audio, rate, feature_rate),
+            "store": resample_audio(audio, rate, music.audio_sample_rate),
+        }
+    waves, features = [], []
+    for segment in segments:
+        track = tracks[segment.music_file]
+        music_id = segment.music_file.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        clip = audio_window(track["features"], feature_rate, segment.start_s, data.segment_seconds)
+        features.append(
+            baseline_features(
+                clip, data.fps, data.segment_frames, music.hop_length,
+                start_bpm=edge_start_bpm(music_id), tightness=music.tightness,
+            )
+        )
+        waves.append(audio_window(track["store"], music.audio_sample_rate, segment.start_s,
+                                  data.segment_seconds))
+    stacked = np.stack(features)
+    return {
+        "music/audio": np.stack(waves),
+        "music/baseline": stacked,
+        "music/beats": stacked[..., -1].astype(np.uint8),
+    }
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A dataset stage. Bump ``version`` whenever ``compute`` changes its output."""
+
+    name: str
+    version: int
+    segment_inputs: tuple[str, ...]   # Segment fields naming the inputs it reads
+    config_sections: tuple[str, ...]  # DancegenConfig sections its output depends on
+    compute: ComputeFn
+
+    @property
+    def code_version(self) -> str:
+        """Package version plus the stage's own version."""
+        return f"dancegen-{dancegen.__version__}/{self.name}-v{self.version}"
+
+    def inputs_hash(self, segments: list[Segment]) -> str:
+        """Digest of the segments and input files this stage reads."""
+        rows = [[s.id, s.start_s, s.end_s, *(getattr(s, f) for f in self.segment_inputs)]
+                for s in segments]
+        return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+
+    def key(self, segments: list[Segment], config: DancegenConfig) -> dict[str, str]:
+        """Inputs hash, config hash, code version and the combined key of one shard."""
+        parts = {
+            "inputs_hash": self.inputs_hash(segments),
+            "config_hash": config.section_hash(*self.config_sections),
+            "code_version": self.code_version,
+        }
+        combined = "|".join(parts[k] for k in ("inputs_hash", "config_hash", "code_version"))
+        return {**parts, "key": hashlib.sha256(combined.encode()).hexdigest()}
+
+
+STAGES: dict[str, Stage] = {
+    stage.name: stage
+    for stage in (
+        Stage("motion", 1, ("motion_sha256",), ("dataset",), compute_motion),
+        Stage("music", 1, ("music_sha256",), ("dataset", "music"), compute_music),
+    )
+}
