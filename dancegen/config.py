@@ -59,7 +59,7 @@ class StorageConfig(_Strict):
     """Zarr layout knobs: a shard is ``shard_segments`` segments and the unit of atomic write."""
 
     shard_segments: int = Field(8, gt=0)
-    compression_level: int = Field(5, ge=0, le=9)
+    compression_level: int = Field(1, ge=0, le=9, description="blosc-zstd level")
 
 
 class StageResources(_Strict):

@@ -15,13 +15,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
-from dancegen.storage.aistpp import AistppInputs
-from dancegen.storage.contract import dims_for
-from dancegen.storage.dataset import DatasetStore, Layout
-from dancegen.storage.segments import shard_ranges, stable_order
-from dancegen.tasks.plan import plan_segments
-from dancegen.tasks.shard import ShardResult, ShardUnit, build_shard
-from dancegen.tasks.stages import STAGES
 from prefect import flow, get_run_logger
 from prefect.artifacts import (
     create_markdown_artifact,
@@ -34,6 +27,13 @@ from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 
 from dancegen.config import DancegenConfig, RayConfig
+from dancegen.storage.aistpp import AistppInputs
+from dancegen.storage.contract import dims_for
+from dancegen.storage.dataset import DatasetStore, Layout
+from dancegen.storage.segments import shard_ranges, stable_order
+from dancegen.tasks.plan import plan_segments
+from dancegen.tasks.shard import ShardResult, ShardUnit, build_shard
+from dancegen.tasks.stages import STAGES
 
 
 @dataclass
@@ -55,6 +55,10 @@ class BuildSummary:
     def failed(self) -> int:
         """Units that failed: unreadable sequences plus failed shards."""
         return self.inputs_failed + self.shards_failed
+
+    def as_dict(self) -> dict:
+        """Plain data for the flow's final state (includes the derived ``failed`` count)."""
+        return {**asdict(self), "failed": self.failed}
 
     def headline(self) -> str:
         """One line for logs, the CLI and the flow's final state message."""
@@ -197,5 +201,5 @@ def build_dataset(inputs: str, out: str, config: DancegenConfig) -> State:
     logger.info("build finished: %s", summary.headline())
     if summary.failed:
         return Failed(message=f"{summary.failed} units failed: {summary.headline()}",
-                      data=asdict(summary))
-    return Completed(message=summary.headline(), data=asdict(summary))
+                      data=summary.as_dict())
+    return Completed(message=summary.headline(), data=summary.as_dict())

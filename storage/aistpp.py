@@ -25,10 +25,10 @@ from functools import cached_property
 
 import numpy as np
 import soundfile
-from dancegen.storage.location import StoreLocation
 from scipy.spatial.transform import Rotation
 
 from dancegen.errors import InputError
+from dancegen.storage.location import StoreLocation
 
 AISTPP_FPS = 60.0
 SPLIT_FILES = {"train": "crossmodal_train.txt", "val": "crossmodal_val.txt",

@@ -19,21 +19,21 @@ Layout below the store root (see docs/data-contract.md)::
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import google_crc32c
 import numpy as np
 import zarr
 import zarr.codecs
+
+from dancegen.errors import StoreError
 from dancegen.storage.contract import ARRAYS, CONTRACT_VERSION, ArraySpec, arrays_of
 from dancegen.storage.location import StoreLocation
 from dancegen.storage.segments import Segment, from_columns, shard_ranges, to_columns
-
-from dancegen.errors import StoreError
 
 RECORDS = "_records"
 FAILURES = "_failures"
@@ -48,8 +48,12 @@ def _failure_key(unit: str) -> str:
 
 
 def array_checksum(data: np.ndarray) -> str:
-    """Content checksum of one shard of an array (independent of codecs and chunking)."""
-    return hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()
+    """Content checksum of one shard of an array (independent of codecs and chunking).
+
+    crc32c, hardware-accelerated: it detects damage at memory speed, where sha256 cost ~11 %
+    of a shard write in benchmarks/storage.py.
+    """
+    return f"crc32c:{google_crc32c.value(np.ascontiguousarray(data).tobytes()):08x}"
 
 
 @dataclass(frozen=True)

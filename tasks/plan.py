@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from dancegen.storage.aistpp import AistppInputs, SequenceInputs
-from dancegen.storage.segments import Segment, segment_id
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from dancegen.config import DancegenConfig
 from dancegen.errors import InputError
+from dancegen.storage.aistpp import AistppInputs, SequenceInputs
+from dancegen.storage.segments import Segment, segment_id
 
 
 @dataclass

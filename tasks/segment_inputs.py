@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import librosa
 import numpy as np
-from dancegen.storage.aistpp import Motion
 
 from dancegen.errors import InputError
+from dancegen.storage.aistpp import Motion
 
 
 def motion_window(motion: Motion, start_s: float, frames: int, fps: int) -> Motion:

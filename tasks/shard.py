@@ -5,15 +5,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from dancegen.storage.aistpp import AistppInputs
-from dancegen.storage.dataset import DatasetStore
-from dancegen.storage.segments import Segment
-from dancegen.tasks.stages import STAGES
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from dancegen.config import DancegenConfig
 from dancegen.errors import InputError
+from dancegen.storage.aistpp import AistppInputs
+from dancegen.storage.dataset import DatasetStore
+from dancegen.storage.segments import Segment
+from dancegen.tasks.stages import STAGES
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+import dancegen
+from dancegen.config import DancegenConfig
 from dancegen.storage.aistpp import AistppInputs
 from dancegen.storage.segments import Segment
 from dancegen.tasks.music_features import baseline_features, edge_start_bpm, feature_sample_rate
 from dancegen.tasks.segment_inputs import audio_window, motion_window, resample_audio
-
-import dancegen
-from dancegen.config import DancegenConfig
 
 ComputeFn = Callable[[list[Segment], AistppInputs, DancegenConfig], dict[str, np.ndarray]]
 

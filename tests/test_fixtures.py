@@ -10,7 +10,6 @@ import librosa
 import numpy as np
 import pytest
 import soundfile as sf
-from dancegen.tasks.music_features import edge_start_bpm
 from scipy.spatial.transform import Rotation
 
 from dancegen.fixtures import (
@@ -21,6 +20,7 @@ from dancegen.fixtures import (
     synthesize_music,
     write_fixtures,
 )
+from dancegen.tasks.music_features import edge_start_bpm
 
 SR = 22050
 FPS = 60

@@ -1,0 +1,106 @@
+"""Shared test fixtures: synthetic inputs, a local S3 server, Prefect's test server, local Ray.
+
+The environment is set before Prefect or Ray is imported: Prefect reads its settings at import,
+and Ray workers inherit the environment of the process that starts the cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+_HOME = Path(tempfile.mkdtemp(prefix="dancegen-tests-"))
+os.environ.update(
+    PREFECT_HOME=str(_HOME / "prefect"),
+    PREFECT_SERVER_ANALYTICS_ENABLED="false",
+    PREFECT_UI_ENABLED="false",
+    PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW="ignore",
+    RAY_AUTH_MODE="disabled",  # a throwaway local test cluster on loopback only
+    RAY_DEDUP_LOGS="0",
+    # S3 credentials for the local moto server only; never real ones
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",
+    AWS_DEFAULT_REGION="us-east-1",
+)
+os.environ.pop("PREFECT_API_URL", None)
+
+import boto3  # noqa: E402
+import pytest  # noqa: E402
+
+from dancegen.config import DancegenConfig, load_config  # noqa: E402
+from dancegen.fixtures import write_fixtures  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic AIST++ stand-in, written once per session (treat as read-only)."""
+    return write_fixtures(tmp_path_factory.mktemp("fixtures"))
+
+
+@pytest.fixture
+def inputs_copy(fixtures_dir: Path, tmp_path: Path) -> Path:
+    """A private, writable copy of the fixtures for tests that damage or change inputs."""
+    return Path(shutil.copytree(fixtures_dir, tmp_path / "inputs"))
+
+
+@pytest.fixture
+def config() -> DancegenConfig:
+    """The embedded default config."""
+    return load_config(REPO / "configs/local-cpu.yaml")
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 API (moto's server) on a loopback port, exported as AWS_ENDPOINT_URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    os.environ["AWS_ENDPOINT_URL"] = endpoint
+    yield endpoint
+    os.environ.pop("AWS_ENDPOINT_URL", None)
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty bucket; returns its s3:// URL."""
+    name = "dg-" + request.node.name.lower().replace("_", "-").replace("[", "-").strip("]")[:40]
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
+    return f"s3://{name}"
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[None]:
+    """Prefect's test harness: a real temporary API server, started once per session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(s3_endpoint: str) -> Iterator[None]:
+    """One local Ray for the session; RayTaskRunner reuses an initialised Ray.
+
+    Started after the S3 server so that its workers inherit AWS_ENDPOINT_URL.
+    """
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, namespace="prefect")
+    yield
+    ray.shutdown()

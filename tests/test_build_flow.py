@@ -1,0 +1,140 @@
+"""The build flow on a real Prefect API server with real local Ray workers.
+
+One scenario per test, each on its own store: a full build whose values match the inputs, an
+idempotent re-run, a changed music file, damaged inputs, and a build straight to S3.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import librosa
+import numpy as np
+import pytest
+import soundfile
+from prefect.states import State
+from prefect_ray import RayTaskRunner
+
+from dancegen.config import DancegenConfig
+from dancegen.flows.build_dataset import build_dataset
+from dancegen.storage import DatasetStore
+from dancegen.storage.aistpp import AistppInputs
+from dancegen.storage.segments import shard_ranges
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server", "ray_cluster")]
+
+
+def build(inputs: Path | str, out: Path | str, config: DancegenConfig) -> State:
+    flow = build_dataset.with_options(task_runner=RayTaskRunner())  # reuses the session's Ray
+    return flow(inputs=str(inputs), out=str(out), config=config, return_state=True)
+
+
+def summary_of(state: State) -> dict:
+    return state.result(raise_on_failure=False)
+
+
+def shards_with_sequence(dataset: DatasetStore, sequence: str) -> set[int]:
+    segments = dataset.segments()
+    return {k for k, rows in enumerate(dataset.shard_ranges())
+            if any(segments[i].sequence == sequence for i in rows)}
+
+
+def test_build_writes_what_the_inputs_say(fixtures_dir: Path, tmp_path: Path,
+                                          config: DancegenConfig) -> None:
+    state = build(fixtures_dir, tmp_path / "store.zarr", config)
+    assert state.is_completed(), state.message
+    summary = summary_of(state)
+    dataset = DatasetStore(tmp_path / "store.zarr", "v1")
+    segments = dataset.segments()
+    shards = len(shard_ranges(len(segments), config.storage.shard_segments))
+    assert summary["segments"] == len(segments) == 14
+    assert summary["shards_written"] == 2 * shards and summary["failed"] == 0
+    assert summary["bytes_written"] > 0
+
+    inputs = AistppInputs(str(fixtures_dir))
+    i = next(k for k, s in enumerate(segments) if s.window == 1)  # a window that starts at 5 s
+    seg = segments[i]
+    motion = inputs.load_motion(seg.motion_file)
+    np.testing.assert_array_equal(dataset.read("motion/smpl_poses", i),
+                                  motion.poses[300:600:2])  # 5 s at 60 fps, every 2nd frame
+    np.testing.assert_array_equal(dataset.read("motion/smpl_trans", i), motion.trans[300:600:2])
+
+    audio, rate = soundfile.read(fixtures_dir / seg.music_file, dtype="float32")
+    expected = librosa.resample(audio, orig_sr=rate, target_sr=22050)[5 * 22050:10 * 22050]
+    np.testing.assert_allclose(dataset.read("music/audio", i), expected, atol=1e-5)
+    features = dataset.read("music/baseline", slice(0, len(segments)))
+    assert features.shape == (14, 150, 35) and np.isfinite(features).all()
+    np.testing.assert_array_equal(dataset.read("music/beats", slice(0, 14)), features[..., 34])
+    assert dataset.attrs["synthetic_inputs"] is True
+    assert not dataset.failures()
+
+
+def test_second_run_skips_and_changed_music_recomputes_only_its_shards(
+    inputs_copy: Path, tmp_path: Path, config: DancegenConfig
+) -> None:
+    out = tmp_path / "store.zarr"
+    assert build(inputs_copy, out, config).is_completed()
+    dataset = DatasetStore(out, "v1")
+    before = {stage: dataset.records(stage) for stage in ("motion", "music")}
+
+    again = summary_of(build(inputs_copy, out, config))
+    assert again["shards_written"] == 0
+    assert again["shards_skipped"] == sum(len(r) for r in before.values())
+
+    # louder mPO2: same length, new content -> only the music shards holding its segments
+    path = inputs_copy / "music/mPO2.wav"
+    audio, rate = soundfile.read(path, dtype="float32")
+    soundfile.write(path, audio * 0.5, rate, subtype="PCM_16")
+    changed = shards_with_sequence(dataset, "gPO_sBM_cAll_d03_mPO2_ch03")
+    third = summary_of(build(inputs_copy, out, config))
+    assert third["shards_written"] == len(changed) >= 1
+    after = {stage: dataset.records(stage) for stage in ("motion", "music")}
+    assert after["motion"] == before["motion"]
+    for shard, record in after["music"].items():
+        assert (record["written_at"] != before["music"][shard]["written_at"]) == (
+            shard in changed)
+
+
+def test_bad_inputs_fail_their_units_alone(inputs_copy: Path, tmp_path: Path,
+                                           config: DancegenConfig) -> None:
+    out = tmp_path / "store.zarr"
+    (inputs_copy / "music/mKR5.wav").write_bytes(b"RIFF\x00\x00garbage")        # plan-time
+    (inputs_copy / "motions/gHO_sBM_cAll_d04_mHO3_ch04.pkl").write_bytes(b"\x80\x04junk")
+    nan_audio = np.full(13 * 22050, np.nan, np.float32)                          # shard-time:
+    soundfile.write(inputs_copy / "music/mWA1.wav", nan_audio, 22050, subtype="FLOAT")
+
+    state = build(inputs_copy, out, config)
+    assert state.is_failed()
+    summary = summary_of(state)
+    assert summary["inputs_failed"] == 2
+    assert summary["shards_failed"] >= 1
+    assert state.message.startswith(f"{summary['failed']} units failed")
+    dataset = DatasetStore(out, "v1")
+    failures = dataset.failures()
+    assert "unreadable audio" in failures["inputs/gKR_sBM_cAll_d06_mKR5_ch02"]["reason"]
+    assert "motion pickle" in failures["inputs/gHO_sBM_cAll_d04_mHO3_ch04"]["reason"]
+    bad_music = {u: d for u, d in failures.items() if u.startswith("music/")}
+    assert bad_music and all("NaN" in d["reason"] for d in bad_music.values())
+    # everything else was built: all motion shards, and music shards without mWA1
+    shards = dataset.shard_ranges()
+    assert len(dataset.records("motion")) == len(shards)
+    wa1 = shards_with_sequence(dataset, "gWA_sBM_cAll_d05_mWA1_ch01")
+    assert set(dataset.records("music")) == set(range(len(shards))) - wa1
+    assert {f"music/{k:06d}" for k in wa1} == set(bad_music)
+
+    # repair the inputs: the re-run builds only what is missing and clears the failures
+    soundfile.write(inputs_copy / "music/mWA1.wav", np.zeros(13 * 22050, np.float32), 22050)
+    repaired = summary_of(build(inputs_copy, out, config))
+    assert repaired["shards_failed"] == 0 and repaired["shards_written"] == len(wa1)
+    assert set(dataset.failures()) == {"inputs/gKR_sBM_cAll_d06_mKR5_ch02",
+                                       "inputs/gHO_sBM_cAll_d04_mHO3_ch04"}
+
+
+def test_build_to_s3(fixtures_dir: Path, s3_bucket: str, config: DancegenConfig) -> None:
+    url = f"{s3_bucket}/datasets/dance.zarr"
+    state = build(fixtures_dir, url, config)
+    assert state.is_completed(), state.message
+    dataset = DatasetStore(url, "v1")
+    assert len(dataset.records("music")) == len(dataset.shard_ranges())
+    assert dataset.read("music/baseline", slice(0, 4)).shape == (4, 150, 35)
+    assert summary_of(build(fixtures_dir, url, config))["shards_written"] == 0

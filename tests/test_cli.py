@@ -1,0 +1,51 @@
+"""The CLI as a user runs it: the main job end to end, then idempotent, and info on a store."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import zarr
+from typer.testing import CliRunner
+
+from dancegen.cli import app
+
+
+def dancegen(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    return subprocess.run([sys.executable, "-m", "dancegen", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=400)
+
+
+@pytest.mark.slow
+def test_demo_runs_the_main_job_and_is_idempotent(tmp_path: Path) -> None:
+    first = dancegen("demo", "--workdir", "work", cwd=tmp_path)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    out = first.stdout
+    assert re.search(r"Prefect API http://127\.0\.0\.1:\d+/api", out)  # a real local server
+    assert "Completed: 14 segments; shards written 8, skipped 0, failed 0" in out
+    assert "(SYNTHETIC stand-in inputs)" in out
+    assert "stage music: 4/4 shards complete" in out
+    assert (tmp_path / ".dancegen/prefect/prefect.db").exists()  # runs were recorded there
+    store = zarr.open_group(str(tmp_path / "work/store.zarr/v1"), mode="r")
+    assert store["music/baseline"].shape == (14, 150, 35)
+
+    second = dancegen("demo", "--workdir", "work", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "shards written 0, skipped 8, failed 0" in second.stdout
+
+
+def test_info_describes_a_store_and_refuses_an_empty_one(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["dataset", "info", str(tmp_path / "none")])
+    assert result.exit_code == 1 and "no dancegen dataset" in result.output
+
+
+def test_fixtures_command_writes_the_labelled_layout(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["fixtures", str(tmp_path / "fx")])
+    assert result.exit_code == 0, result.output
+    assert "SYNTHETIC" in (tmp_path / "fx/SYNTHETIC.md").read_text()
+    assert len(list((tmp_path / "fx/motions").glob("*.pkl"))) == 7
