@@ -138,13 +138,13 @@ def _run_units(
     units: list[ShardUnit], config: DancegenConfig
 ) -> Iterator[tuple[ShardUnit, ShardResult | BaseException]]:
     """Submit units in a bounded window (Ray has no limit on pending tasks); yield outcomes."""
+    shard_task = build_shard.with_options(retries=config.ray.retries)
     pending, in_flight = list(reversed(units)), {}
     while pending or in_flight:
         while pending and len(in_flight) < config.ray.max_in_flight:
             unit = pending.pop()
             with remote_options(**config.ray.resources(unit.stage).ray_options()):
-                in_flight[build_shard.with_options(retries=config.ray.retries).submit(
-                    unit, config)] = unit
+                in_flight[shard_task.submit(unit, config)] = unit
         future = next(as_completed(list(in_flight)))
         unit = in_flight.pop(future)
         try:

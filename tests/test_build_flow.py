@@ -19,6 +19,7 @@ from dancegen.config import DancegenConfig
 from dancegen.flows.build_dataset import build_dataset
 from dancegen.storage import DatasetStore
 from dancegen.storage.aistpp import AistppInputs
+from dancegen.storage.location import StoreLocation
 from dancegen.storage.segments import shard_ranges
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server", "ray_cluster")]
@@ -130,11 +131,17 @@ def test_bad_inputs_fail_their_units_alone(inputs_copy: Path, tmp_path: Path,
                                        "inputs/gHO_sBM_cAll_d04_mHO3_ch04"}
 
 
-def test_build_to_s3(fixtures_dir: Path, s3_bucket: str, config: DancegenConfig) -> None:
+def test_build_from_and_to_s3(fixtures_dir: Path, s3_bucket: str,
+                              config: DancegenConfig) -> None:
+    inputs = f"{s3_bucket}/aistpp"
+    StoreLocation.parse(inputs).fs.put(f"{fixtures_dir}/", inputs.removeprefix("s3://"),
+                                       recursive=True)
     url = f"{s3_bucket}/datasets/dance.zarr"
-    state = build(fixtures_dir, url, config)
+    state = build(inputs, url, config)
     assert state.is_completed(), state.message
     dataset = DatasetStore(url, "v1")
     assert len(dataset.records("music")) == len(dataset.shard_ranges())
     assert dataset.read("music/baseline", slice(0, 4)).shape == (4, 150, 35)
-    assert summary_of(build(fixtures_dir, url, config))["shards_written"] == 0
+    assert dataset.segments()[0].music_sha256 == AistppInputs(str(fixtures_dir)).sha256(
+        dataset.segments()[0].music_file)
+    assert summary_of(build(inputs, url, config))["shards_written"] == 0
