@@ -98,6 +98,29 @@ def dataset_info(
         _fail(error)
 
 
+@dataset_app.command("preview")
+def dataset_preview(
+    store: Annotated[str, typer.Argument(help="Store root (path or s3://).")],
+    out: Annotated[Path, typer.Option(help="PNG file to write.")],
+    segment: Annotated[int, typer.Option(help="Segment row.")] = 0,
+    frame: Annotated[int, typer.Option(help="Frame within the segment.")] = 0,
+    version: Annotated[str, typer.Option(help="Dataset version.")] = "v1",
+) -> None:
+    """Write one frame's rendered guidance side by side (frame, depth, normal, ...) as a PNG."""
+    import imageio.v3 as iio
+
+    from dancegen.storage.dataset import DatasetStore
+    from dancegen.tasks.preview import preview_frame
+
+    try:
+        image = preview_frame(DatasetStore(store, version), segment, frame)
+    except DancegenError as error:
+        _fail(error)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(out, image)
+    typer.echo(f"wrote {out} ({image.shape[1]}x{image.shape[0]})")
+
+
 @app.command()
 def demo(
     workdir: Annotated[Path, typer.Option(help="Where fixtures and the store go.")] = Path(
@@ -116,6 +139,8 @@ def demo(
         _fail(error)
     typer.secho("[3/3] dataset info", bold=True)
     dataset_info(str(store))
+    if ok:
+        dataset_preview(str(store), out=workdir / "preview.png", segment=0, frame=45)
     raise typer.Exit(0 if ok else 1)
 
 

@@ -46,13 +46,34 @@ class MusicConfig(_Strict):
     tightness: float = Field(100.0, gt=0, description="librosa beat_track tightness (EDGE: 100)")
 
 
+class FallbackCamera(_Strict):
+    """Camera used when the inputs have no AIST++ camera settings (metres, dancer at origin)."""
+
+    distance_m: float = Field(4.5, gt=0)
+    height_m: float = Field(1.3, description="camera height above the floor (y = 0)")
+    look_at_height_m: float = Field(1.0)
+    focal_px: float = Field(1600.0, gt=0, description="at the sensor size below")
+    sensor_width: int = Field(1920, gt=0)
+    sensor_height: int = Field(1080, gt=0)
+
+
 class RenderConfig(_Strict):
-    """Rendered guidance geometry; used by the rendering stage and fixed in the data contract."""
+    """Rendered guidance: geometry (fixed in the data contract) and the rendering set-up."""
 
     width: int = Field(640, gt=0, multiple_of=64)
     height: int = Field(640, gt=0, multiple_of=64)
     heatmap_size: int = Field(64, gt=0, description="M2PEnc output resolution")
-    camera: str = "c09"
+    heatmap_sigma: float = Field(1.5, gt=0, description="Gaussian sigma in heatmap pixels")
+    camera: str = Field("c09", description="AIST++ camera name (the paper uses C09)")
+    fallback_camera: FallbackCamera = FallbackCamera()
+    body_model: str = Field(
+        "smpl/SMPL_NEUTRAL.pkl",
+        description="SMPL .pkl/.npz: path or s3:// URL; relative paths are under the inputs root",
+    )
+    platform: Literal["auto", "osmesa", "egl"] = Field(
+        "auto", description="GL platform: auto = EGL when CUDA is visible, else OSMesa")
+    occlusion_margin_m: float = Field(0.12, ge=0, description="joint hidden if this far behind")
+    background_rgb: tuple[int, int, int] = (52, 56, 64)
 
 
 class StorageConfig(_Strict):
@@ -117,7 +138,8 @@ class DancegenConfig(_Strict):
 
     name: str
     description: str = ""
-    stages: list[Literal["motion", "music"]] = Field(default_factory=lambda: ["motion", "music"])
+    stages: list[Literal["motion", "music", "render"]] = Field(
+        default_factory=lambda: ["motion", "music", "render"])
     dataset: DatasetConfig = DatasetConfig()
     music: MusicConfig = MusicConfig()
     render: RenderConfig = RenderConfig()

@@ -27,6 +27,7 @@ from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 
 from dancegen.config import DancegenConfig, RayConfig
+from dancegen.errors import InputError
 from dancegen.storage.aistpp import AistppInputs
 from dancegen.storage.contract import dims_for
 from dancegen.storage.dataset import DatasetStore, Layout
@@ -114,15 +115,22 @@ def _layout(config: DancegenConfig, synthetic: bool) -> Layout:
 
 
 def _pending_units(
-    dataset: DatasetStore, inputs: str, config: DancegenConfig, summary: BuildSummary
+    dataset: DatasetStore, inputs: str, config: DancegenConfig, summary: BuildSummary,
+    input_failures: dict[str, str],
 ) -> list[ShardUnit]:
     segments = dataset.segments()
+    source = AistppInputs(inputs)
     units = []
     for stage_name in config.stages:
         stage, records = STAGES[stage_name], dataset.records(stage_name)
+        try:
+            shared = stage.shared_digest(source, config)
+        except InputError as error:  # e.g. no body model: this stage fails, the others run
+            input_failures[f"inputs/{stage_name}-shared"] = str(error)
+            continue
         for shard, rows in enumerate(shard_ranges(len(segments), config.storage.shard_segments)):
             shard_segments = [segments[i] for i in rows]
-            key = stage.key(shard_segments, config)
+            key = stage.key(shard_segments, config, shared)
             record = records.get(shard)
             if record is not None and record.get("key") == key["key"]:
                 summary.shards_skipped += 1
@@ -166,15 +174,16 @@ def build_dataset(inputs: str, out: str, config: DancegenConfig) -> State:
     segments = stable_order(previous, plan.segments)
     dataset.prepare(segments, config.stages, _layout(config, AistppInputs(inputs).synthetic))
     summary.segments = len(segments)
-    for unit_id, reason in plan.failed.items():
+    input_failures = dict(plan.failed)
+    units = _pending_units(dataset, inputs, config, summary, input_failures)
+    for unit_id, reason in input_failures.items():
         logger.error("input unit %s failed: %s", unit_id, reason)
         dataset.record_failure(unit_id, reason, {"kind": "input"})
-    summary.inputs_failed, summary.failures = len(plan.failed), dict(plan.failed)
+    summary.inputs_failed, summary.failures = len(input_failures), dict(input_failures)
     for unit_id in dataset.failures():
-        if unit_id.startswith("inputs/") and unit_id not in plan.failed:
+        if unit_id.startswith("inputs/") and unit_id not in input_failures:
             dataset.clear_failure(unit_id)
 
-    units = _pending_units(dataset, inputs, config, summary)
     logger.info("%d sequences, %d segments: %d shard units to build, %d already complete",
                 plan.sequences, len(segments), len(units), summary.shards_skipped)
     progress = create_progress_artifact(0.0, key="dataset-build-progress",

@@ -6,6 +6,7 @@ Expected below the inputs root (local folder or ``s3://``)::
     splits/crossmodal_{train,val,test}.txt   sequence names, one per line (optional)
     ignore_list.txt               sequences to drop (optional)
     cameras/mapping.txt, cameras/<setting>.json   (optional; used by rendering)
+    videos/<sequence with cAll -> camera>.mp4     (optional; real frames instead of rendered)
     music/<music id>.<wav|flac|ogg|mp3>          the AIST Dance DB track named in the sequence
     fixture.json                  present only in the synthetic stand-in ({"synthetic": true})
 
@@ -145,6 +146,20 @@ class AistppInputs:
             result.append(SequenceInputs(name, split_of.get(name, "train"), motion_file,
                                          music_id, self._music_file(music_id)))
         return result
+
+    def video_file(self, name: str) -> str | None:
+        """``videos/<name>.mp4`` when the inputs carry AIST++ videos, else None."""
+        key = f"videos/{name}.mp4"
+        return key if key in self._files else None
+
+    def video_listing(self) -> list[tuple[str, int]]:
+        """(file, size) of every video: a cheap change detector for large files."""
+        videos = [f for f in self._files if f.startswith("videos/")]
+        return [(f, int(self.location.fs.size(self.location.path(f)))) for f in videos]
+
+    def camera_files(self) -> list[str]:
+        """The camera setting files (mapping and settings), relative to the root."""
+        return [f for f in self._files if f.startswith("cameras/")]
 
     def cameras(self, sequence: str) -> dict[str, Camera]:
         """The cameras of a sequence's setting (cameras/mapping.txt -> cameras/<setting>.json)."""

@@ -24,6 +24,7 @@ from dancegen.tasks.music_features import baseline_features, edge_start_bpm, fea
 from dancegen.tasks.segment_inputs import audio_window, motion_window, resample_audio
 
 ComputeFn = Callable[[list[Segment], AistppInputs, DancegenConfig], dict[str, np.ndarray]]
+SharedFn = Callable[[AistppInputs, DancegenConfig], str]
 
 
 def compute_motion(
@@ -83,22 +84,29 @@ class Stage:
     segment_inputs: tuple[str, ...]   # Segment fields naming the inputs it reads
     config_sections: tuple[str, ...]  # DancegenConfig sections its output depends on
     compute: ComputeFn
+    # digest of inputs shared by every segment (body model, cameras), computed once per build
+    shared_inputs: SharedFn | None = None
+
+    def shared_digest(self, inputs: AistppInputs, config: DancegenConfig) -> str:
+        """Digest of the stage's shared inputs ("" when it has none)."""
+        return self.shared_inputs(inputs, config) if self.shared_inputs else ""
 
     @property
     def code_version(self) -> str:
         """Package version plus the stage's own version."""
         return f"dancegen-{dancegen.__version__}/{self.name}-v{self.version}"
 
-    def inputs_hash(self, segments: list[Segment]) -> str:
+    def inputs_hash(self, segments: list[Segment], shared: str = "") -> str:
         """Digest of the segments and input files this stage reads."""
         rows = [[s.id, s.start_s, s.end_s, *(getattr(s, f) for f in self.segment_inputs)]
                 for s in segments]
-        return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+        return hashlib.sha256(json.dumps([shared, rows]).encode()).hexdigest()
 
-    def key(self, segments: list[Segment], config: DancegenConfig) -> dict[str, str]:
+    def key(self, segments: list[Segment], config: DancegenConfig,
+            shared: str = "") -> dict[str, str]:
         """Inputs hash, config hash, code version and the combined key of one shard."""
         parts = {
-            "inputs_hash": self.inputs_hash(segments),
+            "inputs_hash": self.inputs_hash(segments, shared),
             "config_hash": config.section_hash(*self.config_sections),
             "code_version": self.code_version,
         }
@@ -106,10 +114,31 @@ class Stage:
         return {**parts, "key": hashlib.sha256(combined.encode()).hexdigest()}
 
 
+def render_shared_digest(inputs: AistppInputs, config: DancegenConfig) -> str:
+    """The body model file and the camera settings every rendered segment depends on."""
+    from dancegen.storage.body_model import body_model_digest
+    from dancegen.tasks.render_stage import resolve_body_model
+
+    parts = [body_model_digest(resolve_body_model(inputs, config.render))]
+    parts += [inputs.sha256(key) for key in inputs.camera_files()]
+    parts += [f"{name}:{size}" for name, size in inputs.video_listing()]  # too big to hash
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+def _compute_render(segments: list[Segment], inputs: AistppInputs,
+                    config: DancegenConfig) -> dict[str, np.ndarray]:
+    # imported on use: GL and the body model are only needed on render workers
+    from dancegen.tasks.render_stage import compute_render
+
+    return compute_render(segments, inputs, config)
+
+
 STAGES: dict[str, Stage] = {
     stage.name: stage
     for stage in (
         Stage("motion", 1, ("motion_sha256",), ("dataset",), compute_motion),
         Stage("music", 1, ("music_sha256",), ("dataset", "music"), compute_music),
+        Stage("render", 1, ("motion_sha256",), ("dataset", "render"), _compute_render,
+              render_shared_digest),
     )
 }

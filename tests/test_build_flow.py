@@ -49,7 +49,7 @@ def test_build_writes_what_the_inputs_say(fixtures_dir: Path, tmp_path: Path,
     segments = dataset.segments()
     shards = len(shard_ranges(len(segments), config.storage.shard_segments))
     assert summary["segments"] == len(segments) == 14
-    assert summary["shards_written"] == 2 * shards and summary["failed"] == 0
+    assert summary["shards_written"] == len(config.stages) * shards and summary["failed"] == 0
     assert summary["bytes_written"] > 0
 
     inputs = AistppInputs(str(fixtures_dir))
@@ -76,7 +76,7 @@ def test_second_run_skips_and_changed_music_recomputes_only_its_shards(
     out = tmp_path / "store.zarr"
     assert build(inputs_copy, out, config).is_completed()
     dataset = DatasetStore(out, "v1")
-    before = {stage: dataset.records(stage) for stage in ("motion", "music")}
+    before = {stage: dataset.records(stage) for stage in config.stages}
 
     again = summary_of(build(inputs_copy, out, config))
     assert again["shards_written"] == 0
@@ -89,8 +89,8 @@ def test_second_run_skips_and_changed_music_recomputes_only_its_shards(
     changed = shards_with_sequence(dataset, "gPO_sBM_cAll_d03_mPO2_ch03")
     third = summary_of(build(inputs_copy, out, config))
     assert third["shards_written"] == len(changed) >= 1
-    after = {stage: dataset.records(stage) for stage in ("motion", "music")}
-    assert after["motion"] == before["motion"]
+    after = {stage: dataset.records(stage) for stage in config.stages}
+    assert after["motion"] == before["motion"] and after["render"] == before["render"]
     for shard, record in after["music"].items():
         assert (record["written_at"] != before["music"][shard]["written_at"]) == (
             shard in changed)
@@ -118,7 +118,7 @@ def test_bad_inputs_fail_their_units_alone(inputs_copy: Path, tmp_path: Path,
     assert bad_music and all("NaN" in d["reason"] for d in bad_music.values())
     # everything else was built: all motion shards, and music shards without mWA1
     shards = dataset.shard_ranges()
-    assert len(dataset.records("motion")) == len(shards)
+    assert len(dataset.records("motion")) == len(dataset.records("render")) == len(shards)
     wa1 = shards_with_sequence(dataset, "gWA_sBM_cAll_d05_mWA1_ch01")
     assert set(dataset.records("music")) == set(range(len(shards))) - wa1
     assert {f"music/{k:06d}" for k in wa1} == set(bad_music)

@@ -27,7 +27,7 @@ def test_demo_runs_the_main_job_and_is_idempotent(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     out = first.stdout
     assert re.search(r"Prefect API http://127\.0\.0\.1:\d+/api", out)  # a real local server
-    assert "Completed: 14 segments; shards written 8, skipped 0, failed 0" in out
+    assert "Completed: 14 segments; shards written 12, skipped 0, failed 0" in out
     assert "(SYNTHETIC stand-in inputs)" in out
     assert "stage music: 4/4 shards complete" in out
     assert (tmp_path / ".dancegen/prefect/prefect.db").exists()  # runs were recorded there
@@ -36,7 +36,7 @@ def test_demo_runs_the_main_job_and_is_idempotent(tmp_path: Path) -> None:
 
     second = dancegen("demo", "--workdir", "work", cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "shards written 0, skipped 8, failed 0" in second.stdout
+    assert "shards written 0, skipped 12, failed 0" in second.stdout
 
 
 def test_info_describes_a_store_and_refuses_an_empty_one(tmp_path: Path) -> None:

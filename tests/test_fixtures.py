@@ -196,6 +196,7 @@ def test_layout_has_every_file(fixture_dir: Path) -> None:
     }
     expected |= {f"motions/{s.name}.pkl" for s in sequences}
     expected |= {f"music/{s.music}.wav" for s in sequences}
+    expected.add("smpl/SMPL_NEUTRAL.pkl")  # the procedural stand-in body model
     assert set(_snapshot(fixture_dir)) == expected
 
 

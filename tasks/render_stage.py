@@ -1,0 +1,153 @@
+"""The render stage: SMPL motion -> depth, normal, semantic, skeleton, keypoints, heatmaps, frames.
+
+Per worker process, the body model and the GL renderer are loaded once and reused for every
+segment and frame (both cached per process; Ray reuses worker processes between tasks). Per
+segment, the SMPL forward pass is batched over all its frames; per frame, only one draw call.
+The RGB "person video" is the shaded body over a plain background: a labelled stand-in for
+AIST++ video frames.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from dancegen.config import DancegenConfig, RenderConfig
+from dancegen.models.smpl import SMPLBody, vertex_part_labels
+from dancegen.storage.aistpp import AistppInputs
+from dancegen.storage.body_model import body_model_digest, load_body_model
+from dancegen.storage.contract import KEYPOINTS
+from dancegen.storage.segments import Segment
+from dancegen.tasks.camera import sequence_camera
+from dancegen.tasks.pose2d import draw_skeleton, gaussian_heatmaps, keypoints2d
+from dancegen.tasks.renderer import worker_renderer
+from dancegen.tasks.segment_inputs import motion_window
+from dancegen.tasks.video_frames import video_frames
+
+# Colour of each SMPL part label (0 = background) in semantic guidance images: a fixed
+# 25-entry table, so that label maps and their colour rendering can be converted both ways.
+SEMANTIC_PALETTE = np.array(
+    [[0, 0, 0],
+     [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
+     [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212],
+     [0, 128, 128], [220, 190, 255], [170, 110, 40], [255, 250, 200], [128, 0, 0],
+     [170, 255, 195], [128, 128, 0], [255, 215, 180], [0, 0, 128], [128, 128, 128],
+     [255, 105, 97], [119, 221, 119], [174, 198, 207], [253, 253, 150]], dtype=np.uint8)
+
+# Clothing of the stand-in "person video", by SMPL part label (joint index + 1).
+_SKIN, _SHIRT, _PANTS, _SHOES = (0.87, 0.68, 0.56), (0.20, 0.45, 0.75), (0.15, 0.15, 0.22), (
+    0.9, 0.9, 0.9)
+_CLOTHING = {1: _PANTS, 2: _PANTS, 3: _PANTS, 4: _SHIRT, 5: _PANTS, 6: _PANTS, 7: _SHIRT,
+             8: _SHOES, 9: _SHOES, 10: _SHIRT, 11: _SHOES, 12: _SHOES, 13: _SKIN, 14: _SHIRT,
+             15: _SHIRT, 16: _SKIN, 17: _SHIRT, 18: _SHIRT, 19: _SHIRT, 20: _SHIRT,
+             21: _SKIN, 22: _SKIN, 23: _SKIN, 24: _SKIN}
+PERSON_COLORS = np.array([(0.0, 0.0, 0.0)] + [_CLOTHING[i] for i in range(1, 25)], np.float32)
+
+
+def semantic_rgb(labels: np.ndarray) -> np.ndarray:
+    """Colour a label map (..., H, W) with :data:`SEMANTIC_PALETTE`."""
+    return SEMANTIC_PALETTE[labels]
+
+
+def resolve_body_model(inputs: AistppInputs, render: RenderConfig) -> str:
+    """The body model's location: as configured, or under the inputs root when relative."""
+    location = render.body_model
+    if "://" in location or location.startswith("/"):
+        return location
+    return inputs.location.child(location).url
+
+
+@dataclass(frozen=True)
+class WorkerBody:
+    """A loaded body model with what the renderer needs from it."""
+
+    model: SMPLBody
+    faces: np.ndarray        # (F, 3)
+    part_labels: np.ndarray  # (V,) uint8, 1..24
+    digest: str              # content hash of the file
+
+
+@functools.lru_cache(maxsize=2)
+def _body(location: str, digest: str) -> WorkerBody:  # digest: reload when the file changes
+    data = load_body_model(location)
+    return WorkerBody(SMPLBody(data).eval(), data.faces, vertex_part_labels(data.weights),
+                      digest)
+
+
+def worker_body(location: str) -> WorkerBody:
+    """The process's body model for this file content (parsed once per worker)."""
+    return _body(location, body_model_digest(location))
+
+
+def batched_vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Unit vertex normals of (T, V, 3) vertices, all frames at once."""
+    tri = vertices[:, faces]                                   # (T, F, 3, 3)
+    face_normals = torch.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0], dim=-1)
+    normals = torch.zeros_like(vertices)
+    for corner in range(3):
+        normals.index_add_(1, faces[:, corner], face_normals)
+    return torch.nn.functional.normalize(normals, dim=-1)
+
+
+def empty_render_arrays(count: int, frames: int, config: DancegenConfig) -> dict[str, np.ndarray]:
+    """Zeroed arrays of the render stage for ``count`` segments."""
+    h, w, m = config.render.height, config.render.width, config.render.heatmap_size
+    return {
+        "maps/depth": np.zeros((count, frames, h, w), np.float16),
+        "maps/normal": np.zeros((count, frames, h, w, 3), np.uint8),
+        "maps/semantic": np.zeros((count, frames, h, w), np.uint8),
+        "maps/skeleton": np.zeros((count, frames, h, w, 3), np.uint8),
+        "pose/keypoints2d": np.zeros((count, frames, KEYPOINTS, 3), np.float32),
+        "pose/heatmaps": np.zeros((count, frames, KEYPOINTS, m, m), np.float16),
+        "video/frames": np.zeros((count, frames, h, w, 3), np.uint8),
+    }
+
+
+def compute_render(
+    segments: list[Segment], inputs: AistppInputs, config: DancegenConfig
+) -> dict[str, np.ndarray]:
+    """Render every frame of every segment of a shard."""
+    render, data = config.render, config.dataset
+    frames = data.segment_frames
+    body = worker_body(resolve_body_model(inputs, render))
+    faces = torch.from_numpy(body.faces.copy())  # the cached array is read-only
+    renderer = worker_renderer(
+        render.width, render.height, body.digest, body.faces, body.part_labels,
+        PERSON_COLORS, np.array(render.background_rgb, np.uint8),
+        None if render.platform == "auto" else render.platform,
+    )
+    out = empty_render_arrays(len(segments), frames, config)
+    motions = {f: inputs.load_motion(f) for f in sorted({s.motion_file for s in segments})}
+    for i, segment in enumerate(segments):
+        window = motion_window(motions[segment.motion_file], segment.start_s, frames, data.fps)
+        camera = sequence_camera(inputs, segment.sequence, render, window.scaling)
+        with torch.no_grad():
+            verts, joints = body.model(torch.from_numpy(window.poses),
+                                       torch.from_numpy(window.trans),
+                                       torch.full((frames,), window.scaling))
+            verts_cam = camera.to_camera(verts.numpy().astype(np.float64), window.scaling)
+            normals = batched_vertex_normals(torch.from_numpy(verts_cam).float(), faces).numpy()
+        joints_cam = camera.to_camera(joints.numpy().astype(np.float64), window.scaling)
+        depth = np.zeros((frames, render.height, render.width), np.float32)
+        for f in range(frames):
+            frame = renderer.render(verts_cam[f], camera.K, normals[f])
+            depth[f] = frame.depth
+            out["maps/normal"][i, f] = frame.normal_rgb
+            out["maps/semantic"][i, f] = frame.labels
+            out["video/frames"][i, f] = frame.rgb
+        keypoints = keypoints2d(joints_cam, camera.K, render.width, render.height, depth,
+                                render.occlusion_margin_m)
+        out["maps/depth"][i] = depth.astype(np.float16)
+        out["pose/keypoints2d"][i] = keypoints
+        out["pose/heatmaps"][i] = gaussian_heatmaps(keypoints, render.width, render.height,
+                                                    render.heatmap_size, render.heatmap_sigma)
+        out["maps/skeleton"][i] = np.stack(
+            [draw_skeleton(k, render.width, render.height) for k in keypoints])
+        real = video_frames(inputs, segment.sequence, render.camera, segment.start_s, frames,
+                            data.fps, render.width, render.height)
+        if real is not None:  # a real AIST++ video replaces the rendered stand-in
+            out["video/frames"][i] = real
+    return out

@@ -1,0 +1,69 @@
+"""Real AIST++ video frames: decode a window of an mp4, centre-crop and resize it.
+
+imageio-ffmpeg ships a static ffmpeg; its filters do the frame-rate change (AIST++ is 60 fps),
+the centre crop to the output aspect and the resize in one decoding pass.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import imageio_ffmpeg
+import numpy as np
+
+from dancegen.errors import InputError
+from dancegen.storage.aistpp import AistppInputs
+
+
+def video_name(sequence: str, camera: str) -> str:
+    """AIST++ video of one camera: the sequence name with ``cAll`` replaced by the camera."""
+    return sequence.replace("_cAll_", f"_{camera}_")
+
+
+@contextmanager
+def _local_copy(inputs: AistppInputs, key: str) -> Iterator[str]:
+    """ffmpeg needs a file path: local inputs as they are, remote ones via a temp copy."""
+    if inputs.location.is_local:
+        yield inputs.location.path(key)
+        return
+    with tempfile.NamedTemporaryFile(suffix=".mp4") as tmp:
+        tmp.write(inputs.read_bytes(key))
+        tmp.flush()
+        yield tmp.name
+
+
+def decode_window(path: str, start_s: float, frames: int, fps: int, width: int,
+                  height: int) -> np.ndarray:
+    """``frames`` RGB frames from ``start_s`` at ``fps``, centre-cropped to width:height."""
+    crop = f"crop='min(iw,ih*{width}/{height})':'min(ih,iw*{height}/{width})'"
+    reader = imageio_ffmpeg.read_frames(
+        path,
+        input_params=["-ss", f"{start_s:.6f}"],
+        output_params=["-vf", f"fps={fps},{crop},scale={width}:{height}:flags=area",
+                       "-frames:v", str(frames)],
+    )
+    try:
+        next(reader)  # metadata of the source stream
+        decoded = [np.frombuffer(b, np.uint8).reshape(height, width, 3) for b in reader]
+    except (RuntimeError, OSError, StopIteration) as error:
+        raise InputError(f"{path}: cannot decode video ({error})") from None
+    finally:
+        reader.close()
+    if len(decoded) < frames:
+        raise InputError(f"{path}: {len(decoded)} frames from {start_s} s, need {frames}")
+    return np.stack(decoded)
+
+
+def video_frames(inputs: AistppInputs, sequence: str, camera: str, start_s: float, frames: int,
+                 fps: int, width: int, height: int) -> np.ndarray | None:
+    """Frames of the sequence's AIST++ video for this camera, or None when there is none."""
+    key = inputs.video_file(video_name(sequence, camera))
+    if key is None:
+        return None
+    with _local_copy(inputs, key) as path:
+        if not os.path.exists(path):
+            raise InputError(f"video {path} vanished while reading")
+        return decode_window(path, start_s, frames, fps, width, height)
