@@ -145,3 +145,16 @@ def test_build_from_and_to_s3(fixtures_dir: Path, s3_bucket: str,
     assert dataset.segments()[0].music_sha256 == AistppInputs(str(fixtures_dir)).sha256(
         dataset.segments()[0].music_file)
     assert summary_of(build(inputs, url, config))["shards_written"] == 0
+
+
+def test_missing_body_model_fails_rendering_alone(inputs_copy: Path, tmp_path: Path,
+                                                  config: DancegenConfig) -> None:
+    (inputs_copy / "smpl/SMPL_NEUTRAL.pkl").unlink()
+    out = tmp_path / "store.zarr"
+    state = build(inputs_copy, out, config.model_copy(update={"stages": ["motion", "render"]}))
+    assert state.is_failed()
+    dataset = DatasetStore(out, "v1")
+    reason = dataset.failures()["inputs/render-shared"]["reason"]
+    assert "SMPL_NEUTRAL.pkl" in reason
+    assert len(dataset.records("motion")) == len(dataset.shard_ranges())
+    assert not dataset.records("render")

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import imageio.v3 as iio
 import pytest
 import zarr
 from typer.testing import CliRunner
@@ -33,6 +34,9 @@ def test_demo_runs_the_main_job_and_is_idempotent(tmp_path: Path) -> None:
     assert (tmp_path / ".dancegen/prefect/prefect.db").exists()  # runs were recorded there
     store = zarr.open_group(str(tmp_path / "work/store.zarr/v1"), mode="r")
     assert store["music/baseline"].shape == (14, 150, 35)
+    assert store["maps/depth"].shape == (14, 150, 128, 128)
+    preview = iio.imread(tmp_path / "work/preview.png")
+    assert preview.shape == (128, 7 * 128, 3) and preview.std() > 10
 
     second = dancegen("demo", "--workdir", "work", cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
