@@ -83,21 +83,20 @@ def measure_naive(segment, inputs: AistppInputs, config: DancegenConfig, frames:
                            data.segment_frames, data.fps)
     camera = sequence_camera(inputs, segment.sequence, render, window.scaling)
     size = (render.width, render.height)
+    faces, labels = body.faces.cpu().numpy(), body.part_labels
     started = time.perf_counter()
     for f in range(frames):
         with torch.no_grad():
             verts, joints = body.model(torch.from_numpy(window.poses[f:f + 1]),
                                        torch.from_numpy(window.trans[f:f + 1]),
                                        torch.full((1,), window.scaling))
-        verts_cam = camera.to_camera(verts[0].numpy().astype(np.float64), window.scaling)
+        verts_cam = camera.to_camera(verts[0].cpu().numpy().astype(np.float64), window.scaling)
         verts_gl = verts_cam * np.array([1.0, -1.0, -1.0])  # OpenCV -> OpenGL camera axes
-        _, depth = _naive_pass(verts_gl, body.faces, None, camera.K, *size, flat=False)
-        _naive_pass(verts_gl, body.faces, SEMANTIC_PALETTE[body.part_labels], camera.K, *size,
-                    flat=True)
-        normal_colors = ((vertex_normals(verts_cam, body.faces) * 0.5 + 0.5) * 255).astype(
-            np.uint8)
-        _naive_pass(verts_gl, body.faces, normal_colors, camera.K, *size, flat=True)
-        joints_cam = camera.to_camera(joints.numpy().astype(np.float64), window.scaling)
+        _, depth = _naive_pass(verts_gl, faces, None, camera.K, *size, flat=False)
+        _naive_pass(verts_gl, faces, SEMANTIC_PALETTE[labels], camera.K, *size, flat=True)
+        normal_colors = ((vertex_normals(verts_cam, faces) * 0.5 + 0.5) * 255).astype(np.uint8)
+        _naive_pass(verts_gl, faces, normal_colors, camera.K, *size, flat=True)
+        joints_cam = camera.to_camera(joints.cpu().numpy().astype(np.float64), window.scaling)
         keypoints = keypoints2d(joints_cam, camera.K, render.width, render.height,
                                 depth[None], render.occlusion_margin_m)
         gaussian_heatmaps(keypoints, render.width, render.height, render.heatmap_size,
@@ -112,8 +111,9 @@ def renderer_setup_seconds(config: DancegenConfig, inputs: AistppInputs, repeats
     body = worker_body(resolve_body_model(inputs, render))
     started = time.perf_counter()
     for _ in range(repeats):
-        GuidanceRenderer(render.width, render.height, body.faces, body.part_labels,
-                         PERSON_COLORS, np.array(render.background_rgb, np.uint8)).close()
+        GuidanceRenderer(render.width, render.height, body.faces.cpu().numpy(),
+                         body.part_labels, PERSON_COLORS,
+                         np.array(render.background_rgb, np.uint8)).close()
     return (time.perf_counter() - started) / repeats
 
 

@@ -42,5 +42,9 @@ echo "setup: installing into .venv ($TORCH_SPEC, then constraints.txt); takes a 
 .venv/bin/python -m pip install -q "$TORCH_SPEC" 2> >(grep -v "^WARNING: Location" >&2)
 .venv/bin/python -m pip install -q -c constraints.txt -e ".[render,models,dev]" \
   2> >(grep -v "^WARNING: Location" >&2)
+# Compile librosa's numba kernels once, in one process: parallel first compiles in several Ray
+# workers can corrupt numba's on-disk cache (see tasks/music_features.warm_up).
+echo "setup: compiling librosa's numba kernels (once)"
+.venv/bin/python -W ignore -c "from dancegen.tasks.music_features import warm_up; warm_up()"
 echo "$want" > "$STAMP"
 echo "setup: .venv ready"

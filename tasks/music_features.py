@@ -74,3 +74,18 @@ def baseline_features(
     if len(features) < frames:
         raise ValueError(f"audio gives {len(features)} feature frames, need {frames}")
     return features[:frames].astype(np.float32)
+
+
+def warm_up(fps: int = 30, hop_length: int = 512) -> None:
+    """Compile and cache librosa's numba kernels in this one process.
+
+    librosa's numba functions are compiled on first use and cached in site-packages. When
+    several fresh worker processes compile them at the same time they can leave a corrupt
+    cache behind that crashes later processes (seen here: a segfault in ``piptrack``), so
+    set-up runs this once, before any workers start.
+    """
+    rate = feature_sample_rate(fps, hop_length)
+    t = np.arange(int(1.2 * rate), dtype=np.float32) / rate
+    clicks = (np.sin(2 * np.pi * 220.0 * t) * (np.mod(t, 0.5) < 0.05)).astype(np.float32)
+    baseline_features(clicks, fps, int(1.2 * fps) - 1, hop_length, start_bpm=None)
+    baseline_features(clicks, fps, int(1.2 * fps) - 1, hop_length, start_bpm=120.0)

@@ -17,13 +17,13 @@ import torch
 
 from dancegen.config import DancegenConfig, RenderConfig
 from dancegen.models.smpl import SMPLBody, vertex_part_labels
-from dancegen.storage.aistpp import AistppInputs
+from dancegen.storage.aistpp import AistppInputs, Motion
 from dancegen.storage.body_model import body_model_digest, load_body_model
-from dancegen.storage.contract import KEYPOINTS
+from dancegen.storage.contract import arrays_of, dims_for
 from dancegen.storage.segments import Segment
-from dancegen.tasks.camera import sequence_camera
+from dancegen.tasks.camera import RenderCamera, sequence_camera
 from dancegen.tasks.pose2d import draw_skeleton, gaussian_heatmaps, keypoints2d
-from dancegen.tasks.renderer import worker_renderer
+from dancegen.tasks.renderer import GuidanceRenderer, worker_renderer
 from dancegen.tasks.segment_inputs import motion_window
 from dancegen.tasks.video_frames import video_frames
 
@@ -64,8 +64,8 @@ def resolve_body_model(inputs: AistppInputs, render: RenderConfig) -> str:
 class WorkerBody:
     """A loaded body model with what the renderer needs from it."""
 
-    model: SMPLBody
-    faces: np.ndarray        # (F, 3)
+    model: SMPLBody          # on the worker's GPU when it has one
+    faces: torch.Tensor      # (F, 3) int64, on the model's device
     part_labels: np.ndarray  # (V,) uint8, 1..24
     digest: str              # content hash of the file
 
@@ -73,8 +73,9 @@ class WorkerBody:
 @functools.lru_cache(maxsize=2)
 def _body(location: str, digest: str) -> WorkerBody:  # digest: reload when the file changes
     data = load_body_model(location)
-    return WorkerBody(SMPLBody(data).eval(), data.faces, vertex_part_labels(data.weights),
-                      digest)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = SMPLBody(data).eval().to(device)
+    return WorkerBody(model, model.faces, vertex_part_labels(data.weights), digest)
 
 
 def worker_body(location: str) -> WorkerBody:
@@ -92,18 +93,53 @@ def batched_vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch
     return torch.nn.functional.normalize(normals, dim=-1)
 
 
-def empty_render_arrays(count: int, frames: int, config: DancegenConfig) -> dict[str, np.ndarray]:
-    """Zeroed arrays of the render stage for ``count`` segments."""
-    h, w, m = config.render.height, config.render.width, config.render.heatmap_size
-    return {
-        "maps/depth": np.zeros((count, frames, h, w), np.float16),
-        "maps/normal": np.zeros((count, frames, h, w, 3), np.uint8),
-        "maps/semantic": np.zeros((count, frames, h, w), np.uint8),
-        "maps/skeleton": np.zeros((count, frames, h, w, 3), np.uint8),
-        "pose/keypoints2d": np.zeros((count, frames, KEYPOINTS, 3), np.float32),
-        "pose/heatmaps": np.zeros((count, frames, KEYPOINTS, m, m), np.float16),
-        "video/frames": np.zeros((count, frames, h, w, 3), np.uint8),
-    }
+def empty_render_arrays(count: int, config: DancegenConfig) -> dict[str, np.ndarray]:
+    """Zeroed arrays of the render stage for ``count`` segments, shaped by the contract."""
+    dims = dims_for(config)
+    return {spec.name: np.zeros((count, *spec.resolve(dims)), spec.dtype)
+            for spec in arrays_of("render")}
+
+
+def _pose(body: WorkerBody, window: Motion, camera: RenderCamera) -> tuple[np.ndarray, ...]:
+    """Batched SMPL forward of a window -> camera-space vertices, normals, joints (metres)."""
+    device = body.faces.device
+    with torch.no_grad():
+        verts, joints = body.model(torch.from_numpy(window.poses), torch.from_numpy(window.trans),
+                                   torch.full((len(window.poses),), window.scaling))
+        rotation = torch.from_numpy(camera.rotation).to(verts)
+        translation = torch.from_numpy(camera.translation).to(verts)
+        verts_cam = (verts @ rotation.T + translation) / window.scaling
+        joints_cam = (joints @ rotation.T + translation) / window.scaling
+        normals = batched_vertex_normals(verts_cam, body.faces.to(device))
+    return verts_cam.cpu().numpy(), normals.cpu().numpy(), joints_cam.cpu().numpy()
+
+
+def _render_segment(out: dict[str, np.ndarray], i: int, segment: Segment, window: Motion,
+                    body: WorkerBody, renderer: GuidanceRenderer, inputs: AistppInputs,
+                    config: DancegenConfig) -> None:
+    """Fill row ``i`` of every render array for one segment."""
+    render = config.render
+    camera = sequence_camera(inputs, segment.sequence, render, window.scaling)
+    verts_cam, normals, joints_cam = _pose(body, window, camera)
+    depth = np.zeros(out["maps/depth"].shape[1:], np.float32)  # full precision for occlusion
+    for f in range(len(verts_cam)):
+        frame = renderer.render(verts_cam[f], camera.K, normals[f])
+        depth[f] = frame.depth
+        out["maps/normal"][i, f] = frame.normal_rgb
+        out["maps/semantic"][i, f] = frame.labels
+        out["video/frames"][i, f] = frame.rgb
+    out["maps/depth"][i] = depth
+    keypoints = keypoints2d(joints_cam, camera.K, render.width, render.height, depth,
+                            render.occlusion_margin_m)
+    out["pose/keypoints2d"][i] = keypoints
+    out["pose/heatmaps"][i] = gaussian_heatmaps(keypoints, render.width, render.height,
+                                                render.heatmap_size, render.heatmap_sigma)
+    for f, frame_keypoints in enumerate(keypoints):
+        out["maps/skeleton"][i, f] = draw_skeleton(frame_keypoints, render.width, render.height)
+    real = video_frames(inputs, segment.sequence, render.camera, segment.start_s,
+                        len(verts_cam), config.dataset.fps, render.width, render.height)
+    if real is not None:  # a real AIST++ video replaces the rendered stand-in
+        out["video/frames"][i] = real
 
 
 def compute_render(
@@ -111,43 +147,16 @@ def compute_render(
 ) -> dict[str, np.ndarray]:
     """Render every frame of every segment of a shard."""
     render, data = config.render, config.dataset
-    frames = data.segment_frames
     body = worker_body(resolve_body_model(inputs, render))
-    faces = torch.from_numpy(body.faces.copy())  # the cached array is read-only
     renderer = worker_renderer(
-        render.width, render.height, body.digest, body.faces, body.part_labels,
+        render.width, render.height, body.digest, body.faces.cpu().numpy(), body.part_labels,
         PERSON_COLORS, np.array(render.background_rgb, np.uint8),
         None if render.platform == "auto" else render.platform,
     )
-    out = empty_render_arrays(len(segments), frames, config)
+    out = empty_render_arrays(len(segments), config)
     motions = {f: inputs.load_motion(f) for f in sorted({s.motion_file for s in segments})}
     for i, segment in enumerate(segments):
-        window = motion_window(motions[segment.motion_file], segment.start_s, frames, data.fps)
-        camera = sequence_camera(inputs, segment.sequence, render, window.scaling)
-        with torch.no_grad():
-            verts, joints = body.model(torch.from_numpy(window.poses),
-                                       torch.from_numpy(window.trans),
-                                       torch.full((frames,), window.scaling))
-            verts_cam = camera.to_camera(verts.numpy().astype(np.float64), window.scaling)
-            normals = batched_vertex_normals(torch.from_numpy(verts_cam).float(), faces).numpy()
-        joints_cam = camera.to_camera(joints.numpy().astype(np.float64), window.scaling)
-        depth = np.zeros((frames, render.height, render.width), np.float32)
-        for f in range(frames):
-            frame = renderer.render(verts_cam[f], camera.K, normals[f])
-            depth[f] = frame.depth
-            out["maps/normal"][i, f] = frame.normal_rgb
-            out["maps/semantic"][i, f] = frame.labels
-            out["video/frames"][i, f] = frame.rgb
-        keypoints = keypoints2d(joints_cam, camera.K, render.width, render.height, depth,
-                                render.occlusion_margin_m)
-        out["maps/depth"][i] = depth.astype(np.float16)
-        out["pose/keypoints2d"][i] = keypoints
-        out["pose/heatmaps"][i] = gaussian_heatmaps(keypoints, render.width, render.height,
-                                                    render.heatmap_size, render.heatmap_sigma)
-        out["maps/skeleton"][i] = np.stack(
-            [draw_skeleton(k, render.width, render.height) for k in keypoints])
-        real = video_frames(inputs, segment.sequence, render.camera, segment.start_s, frames,
-                            data.fps, render.width, render.height)
-        if real is not None:  # a real AIST++ video replaces the rendered stand-in
-            out["video/frames"][i] = real
+        window = motion_window(motions[segment.motion_file], segment.start_s,
+                               data.segment_frames, data.fps)
+        _render_segment(out, i, segment, window, body, renderer, inputs, config)
     return out

@@ -55,8 +55,8 @@ def camera_and_vertices(fixtures_dir: Path, segment: Segment, config: DancegenCo
         verts, _ = body.model(torch.from_numpy(window.poses[frame:frame + 1]),
                               torch.from_numpy(window.trans[frame:frame + 1]),
                               torch.full((1,), window.scaling))
-    return camera, camera.to_camera(verts[0].numpy().astype(np.float64), window.scaling), \
-        body.faces
+    return camera, camera.to_camera(verts[0].cpu().numpy().astype(np.float64), window.scaling), \
+        body.faces.cpu().numpy()
 
 
 def test_every_output_has_the_contract_shape_and_a_body(rendered, config) -> None:
