@@ -115,11 +115,10 @@ def _layout(config: DancegenConfig, synthetic: bool) -> Layout:
 
 
 def _pending_units(
-    dataset: DatasetStore, inputs: str, config: DancegenConfig, summary: BuildSummary,
+    dataset: DatasetStore, source: AistppInputs, config: DancegenConfig, summary: BuildSummary,
     input_failures: dict[str, str],
 ) -> list[ShardUnit]:
     segments = dataset.segments()
-    source = AistppInputs(inputs)
     units = []
     for stage_name in config.stages:
         stage, records = STAGES[stage_name], dataset.records(stage_name)
@@ -137,8 +136,8 @@ def _pending_units(
                 continue
             if record is not None:
                 dataset.invalidate(stage_name, shard)  # stale: incomplete until rewritten
-            units.append(ShardUnit(dataset.store.url, dataset.version, inputs, stage_name,
-                                   shard, shard_segments, key))
+            units.append(ShardUnit(dataset.store.url, dataset.version, source.location.url,
+                                   stage_name, shard, shard_segments, key))
     return units
 
 
@@ -172,10 +171,11 @@ def build_dataset(inputs: str, out: str, config: DancegenConfig) -> State:
     plan = plan_segments(inputs, config)
     previous = dataset.segments() if dataset.version in DatasetStore.versions(out) else []
     segments = stable_order(previous, plan.segments)
-    dataset.prepare(segments, config.stages, _layout(config, AistppInputs(inputs).synthetic))
+    source = AistppInputs(inputs)
+    dataset.prepare(segments, config.stages, _layout(config, source.synthetic))
     summary.segments = len(segments)
     input_failures = dict(plan.failed)
-    units = _pending_units(dataset, inputs, config, summary, input_failures)
+    units = _pending_units(dataset, source, config, summary, input_failures)
     for unit_id, reason in input_failures.items():
         logger.error("input unit %s failed: %s", unit_id, reason)
         dataset.record_failure(unit_id, reason, {"kind": "input"})

@@ -237,6 +237,17 @@ def load_body_model(location: str | Path) -> BodyModelData:
     )
 
 
+def body_model_version(location: str | Path) -> str:
+    """A cheap change token (size + mtime or ETag) without reading the file: workers key their
+    once-per-process cache on it, where the full digest would re-read the file per task."""
+    store, name, where = _split(location)
+    try:
+        info = store.fs.info(store.path(name))
+    except FileNotFoundError:
+        raise InputError(f"body model file missing: {where}") from None
+    return f"{info.get('size')}:{info.get('ETag') or info.get('mtime') or info.get('LastModified')}"
+
+
 def body_model_digest(location: str | Path) -> str:
     """sha256 of the model file's bytes (a cache and completion key for rendered outputs)."""
     data, _ = _read_bytes(location)

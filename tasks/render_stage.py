@@ -18,7 +18,7 @@ import torch
 from dancegen.config import DancegenConfig, RenderConfig
 from dancegen.models.smpl import SMPLBody, vertex_part_labels
 from dancegen.storage.aistpp import AistppInputs, Motion
-from dancegen.storage.body_model import body_model_digest, load_body_model
+from dancegen.storage.body_model import body_model_version, load_body_model
 from dancegen.storage.contract import arrays_of, dims_for
 from dancegen.storage.segments import Segment
 from dancegen.tasks.camera import RenderCamera, sequence_camera
@@ -67,20 +67,20 @@ class WorkerBody:
     model: SMPLBody          # on the worker's GPU when it has one
     faces: torch.Tensor      # (F, 3) int64, on the model's device
     part_labels: np.ndarray  # (V,) uint8, 1..24
-    digest: str              # content hash of the file
+    version: str             # change token of the file (size + mtime / ETag)
 
 
 @functools.lru_cache(maxsize=2)
-def _body(location: str, digest: str) -> WorkerBody:  # digest: reload when the file changes
+def _body(location: str, version: str) -> WorkerBody:  # version: reload when the file changes
     data = load_body_model(location)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = SMPLBody(data).eval().to(device)
-    return WorkerBody(model, model.faces, vertex_part_labels(data.weights), digest)
+    return WorkerBody(model, model.faces, vertex_part_labels(data.weights), version)
 
 
 def worker_body(location: str) -> WorkerBody:
-    """The process's body model for this file content (parsed once per worker)."""
-    return _body(location, body_model_digest(location))
+    """The process's body model for this file (parsed once per worker, again if it changes)."""
+    return _body(location, body_model_version(location))
 
 
 def batched_vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
@@ -149,7 +149,7 @@ def compute_render(
     render, data = config.render, config.dataset
     body = worker_body(resolve_body_model(inputs, render))
     renderer = worker_renderer(
-        render.width, render.height, body.digest, body.faces.cpu().numpy(), body.part_labels,
+        render.width, render.height, body.version, body.faces.cpu().numpy(), body.part_labels,
         PERSON_COLORS, np.array(render.background_rgb, np.uint8),
         None if render.platform == "auto" else render.platform,
     )
