@@ -16,19 +16,12 @@ app = typer.Typer(help="dancegen: music-driven dance video generation pipeline."
 dataset_app = typer.Typer(help="Build and inspect datasets.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
 
-REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = "configs/local-cpu.yaml"
 PREFECT_HOME = Path(".dancegen/prefect")
 
 ConfigOpt = Annotated[str, typer.Option("--config", "-c", help="YAML config file.")]
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="Override a config value, e.g. --set storage.shard_segments=2 (repeatable).")]
-
-
-def _config_path(path: str) -> Path:
-    """A config path as given, else relative to the repository (configs/ ships with it)."""
-    candidate = Path(path)
-    return candidate if candidate.exists() or candidate.is_absolute() else REPO / candidate
 
 
 def _fail(error: DancegenError) -> None:
@@ -54,7 +47,7 @@ def run_build(config_file: str, overrides: list[str] | None, inputs: str, out: s
     from dancegen.flows.build_dataset import build_dataset, ray_task_runner
     from dancegen.local_prefect import prefect_api
 
-    config = load_config(_config_path(config_file), overrides)
+    config = load_config(config_file, overrides)
     with prefect_api(PREFECT_HOME.resolve()) as api:
         typer.echo(f"Prefect API {api}; building {out} from {inputs} with config {config.name}")
         flow = build_dataset.with_options(task_runner=ray_task_runner(config.ray))
@@ -96,6 +89,27 @@ def dataset_info(
             typer.echo(describe_version(DatasetStore(store, name)))
     except DancegenError as error:
         _fail(error)
+
+
+@dataset_app.command("verify")
+def dataset_verify(
+    store: Annotated[str, typer.Argument(help="Store root (path or s3://).")],
+    version: Annotated[str, typer.Option(help="Dataset version.")] = "v1",
+) -> None:
+    """Check every shard: complete, decodable, and equal to its recorded checksum."""
+    from dancegen.storage.dataset import DatasetStore
+    from dancegen.storage.verify import verify_dataset
+
+    try:
+        report = verify_dataset(DatasetStore(store, version))
+    except DancegenError as error:
+        _fail(error)
+    for unit in report.incomplete:
+        typer.echo(f"incomplete {unit}")
+    for unit, reason in report.damaged.items():
+        typer.secho(f"damaged {unit}: {reason}", fg=typer.colors.RED)
+    typer.secho(report.summary(), fg=typer.colors.GREEN if report.ok else typer.colors.RED)
+    raise typer.Exit(0 if report.ok else 1)
 
 
 @dataset_app.command("preview")

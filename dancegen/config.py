@@ -197,9 +197,18 @@ def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> DancegenCo
         raise ConfigError(_describe(error, source)) from None
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> DancegenConfig:
-    """Load a YAML config and apply ``KEY=VALUE`` overrides (dotted keys)."""
+    """Load a YAML config and apply ``KEY=VALUE`` overrides (dotted keys).
+
+    A relative path that does not exist from the working directory is looked up in the
+    repository, so ``configs/local-cpu.yaml`` works from anywhere (CLI, deployments).
+    """
     path = Path(path)
+    if not path.is_absolute() and not path.exists():
+        path = REPO / path
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:

@@ -26,7 +26,7 @@ from prefect.states import Completed, Failed, State
 from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 
-from dancegen.config import DancegenConfig, RayConfig
+from dancegen.config import DancegenConfig, RayConfig, load_config
 from dancegen.errors import InputError
 from dancegen.storage.aistpp import AistppInputs
 from dancegen.storage.contract import dims_for
@@ -161,8 +161,20 @@ def _run_units(
 
 
 @flow(name="build-dataset", task_runner=RayTaskRunner())
-def build_dataset(inputs: str, out: str, config: DancegenConfig) -> State:
-    """Build (or bring up to date) dataset version ``config.dataset.version`` in ``out``."""
+def build_dataset(
+    inputs: str,
+    out: str,
+    config: DancegenConfig | str = "configs/local-cpu.yaml",
+    overrides: list[str] | None = None,
+) -> State:
+    """Build (or bring up to date) dataset version ``config.dataset.version`` in ``out``.
+
+    ``config`` is a config object or a YAML path (with ``overrides``, as deployments pass it).
+    Run from the CLI, the flow's Ray comes from ``config.ray``; deployed, from the worker's
+    environment (RAY_ADDRESS), since a task runner is fixed when the flow is loaded.
+    """
+    if isinstance(config, str):
+        config = load_config(config, overrides)
     started = time.perf_counter()
     logger = get_run_logger()
     dataset = DatasetStore(out, config.dataset.version)
