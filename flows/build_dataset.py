@@ -32,6 +32,7 @@ from dancegen.storage.aistpp import AistppInputs
 from dancegen.storage.contract import dims_for
 from dancegen.storage.dataset import DatasetStore, Layout
 from dancegen.storage.segments import shard_ranges, stable_order
+from dancegen.tasks import metrics
 from dancegen.tasks.plan import plan_segments
 from dancegen.tasks.shard import ShardResult, ShardUnit, build_shard
 from dancegen.tasks.stages import STAGES
@@ -89,6 +90,8 @@ def ray_task_runner(ray: RayConfig) -> RayTaskRunner:
     """A task runner for the config: a local Ray for the run, or an existing cluster."""
     init: dict = {"include_dashboard": ray.include_dashboard}
     if ray.address is None:
+        # "local": always a new Ray for this run, never a cluster that happens to be running
+        init["address"] = "local"
         if ray.num_cpus is not None:
             init["num_cpus"] = ray.num_cpus
         return RayTaskRunner(init_kwargs=init)
@@ -201,6 +204,7 @@ def build_dataset(
     progress = create_progress_artifact(0.0, key="dataset-build-progress",
                                         description="Shards of this build finished")
     for done, (unit, outcome) in enumerate(_run_units(units, config), start=1):
+        metrics.set_queue_depth(dataset.store.url, len(units) - done)
         if isinstance(outcome, ShardResult):
             summary.shards_written += 1
             summary.bytes_written += outcome.nbytes
@@ -211,6 +215,7 @@ def build_dataset(
             reason = f"{type(outcome).__name__}: {outcome}"
             summary.shards_failed += 1
             summary.failures[unit.unit_id] = reason
+            metrics.record_failure(unit.stage)
             dataset.record_failure(unit.unit_id, reason,
                                    {"kind": "shard", "segments": [s.id for s in unit.segments]})
             logger.error("[%d/%d] %s failed: %s", done, len(units), unit.unit_id, reason)

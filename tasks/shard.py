@@ -13,6 +13,7 @@ from dancegen.errors import InputError
 from dancegen.storage.aistpp import AistppInputs
 from dancegen.storage.dataset import DatasetStore
 from dancegen.storage.segments import Segment
+from dancegen.tasks import metrics
 from dancegen.tasks.stages import STAGES
 
 
@@ -62,6 +63,8 @@ def build_shard_now(unit: ShardUnit, config: DancegenConfig) -> ShardResult:
     arrays = stage.compute(unit.segments, AistppInputs(unit.inputs_url), config)
     dataset = DatasetStore(unit.store_url, unit.version)
     nbytes = dataset.write_shard(unit.stage, unit.shard, arrays, dict(unit.key))
+    frames = len(unit.segments) * config.dataset.segment_frames
+    metrics.record_shard(unit.stage, len(unit.segments), frames, nbytes)
     return ShardResult(unit.unit_id, len(unit.segments), nbytes, time.perf_counter() - started)
 
 

@@ -101,6 +101,6 @@ def ray_cluster(s3_endpoint: str) -> Iterator[None]:
     """
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, namespace="prefect")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, namespace="prefect")
     yield
     ray.shutdown()

@@ -6,6 +6,7 @@ idempotent re-run, a changed music file, damaged inputs, and a build straight to
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import librosa
@@ -158,3 +159,25 @@ def test_missing_body_model_fails_rendering_alone(inputs_copy: Path, tmp_path: P
     assert "SMPL_NEUTRAL.pkl" in reason
     assert len(dataset.records("motion")) == len(dataset.shard_ranges())
     assert not dataset.records("render")
+
+
+def test_metrics_reach_the_ray_metrics_endpoint(fixtures_dir: Path, tmp_path: Path,
+                                                config: DancegenConfig) -> None:
+    """The counters the dashboard shows are exported by the node (Prometheus format)."""
+    import time
+    import urllib.request
+
+    import ray
+
+    only_motion = config.model_copy(update={"stages": ["motion"]})
+    assert build(fixtures_dir, tmp_path / "store.zarr", only_motion).is_completed()
+    port = ray.nodes()[0]["MetricsExportPort"]
+    pattern = re.compile(r'^ray_dancegen_segments_produced_total\{.*stage="motion".*\} (\S+)$',
+                         re.MULTILINE)
+    deadline = time.monotonic() + 60  # Ray reports metrics every ~10 s
+    counted = 0.0
+    while time.monotonic() < deadline and counted < 14:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        counted = sum(float(v) for v in pattern.findall(text.decode()))
+        time.sleep(2)
+    assert counted >= 14  # this build's 14 segments, plus any earlier build in the session
