@@ -24,7 +24,7 @@ DEPLOYMENTS = yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]
 @pytest.mark.parametrize("spec", DEPLOYMENTS, ids=[d["name"] for d in DEPLOYMENTS])
 def test_deployment_validates_and_its_flow_loads(spec: dict) -> None:
     deployment = DeploymentConfig.model_validate(spec)
-    flow = load_flow_from_entrypoint(str(REPO / deployment.entrypoint))
+    flow = load_flow_from_entrypoint(deployment.entrypoint)
     accepted = set(flow.parameters.properties)
     assert set(deployment.parameters) <= accepted, "unknown parameters in prefect.yaml"
     if not spec.get("triggers"):  # a scheduled run has nothing but its own parameters
