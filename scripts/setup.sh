@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 TORCH_SPEC=${DANCEGEN_TORCH:-torch==2.13.0}
-APT_PACKAGES=(libosmesa6 libegl-mesa0 libgl1)
+APT_PACKAGES=(libosmesa6 libegl-mesa0 libgl1 docker-compose)  # docker-compose: validates the compose file (no engine needed)
 STAMP=.venv/.dancegen-setup
 
 missing=()
