@@ -149,7 +149,7 @@ def compute_render(
     render, data = config.render, config.dataset
     body = worker_body(resolve_body_model(inputs, render))
     renderer = worker_renderer(
-        render.width, render.height, body.version, body.faces.cpu().numpy(), body.part_labels,
+        render.width, render.height, body.faces.cpu().numpy(), body.part_labels,
         PERSON_COLORS, np.array(render.background_rgb, np.uint8),
         None if render.platform == "auto" else render.platform,
     )

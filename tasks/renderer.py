@@ -272,9 +272,9 @@ class GuidanceRenderer:
 
 
 @functools.lru_cache(maxsize=2)
-def _cached_renderer(width: int, height: int, mesh_key: str, platform: str | None,
-                     faces: bytes, labels: bytes, colors: bytes,
-                     background: bytes) -> GuidanceRenderer:
+def _cached_renderer(width: int, height: int, platform: str | None, faces: bytes, labels: bytes,
+                     colors: bytes, background: bytes) -> GuidanceRenderer:
+    # keyed on the mesh's bytes: a worker that sees another body model gets another renderer
     return GuidanceRenderer(
         width, height, np.frombuffer(faces, np.uint32).reshape(-1, 3),
         np.frombuffer(labels, np.uint8), np.frombuffer(colors, np.float32).reshape(-1, 3),
@@ -282,12 +282,12 @@ def _cached_renderer(width: int, height: int, mesh_key: str, platform: str | Non
     )
 
 
-def worker_renderer(width: int, height: int, mesh_key: str, faces: np.ndarray,
+def worker_renderer(width: int, height: int, faces: np.ndarray,
                     vertex_labels: np.ndarray, part_colors: np.ndarray, background: np.ndarray,
                     platform: str | None = None) -> GuidanceRenderer:
     """The process's renderer for this size and mesh (created on first use, then reused)."""
     return _cached_renderer(
-        width, height, mesh_key, platform,
+        width, height, platform,
         np.ascontiguousarray(faces, np.uint32).tobytes(),
         np.ascontiguousarray(vertex_labels, np.uint8).tobytes(),
         np.ascontiguousarray(part_colors, np.float32).tobytes(),

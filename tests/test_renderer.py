@@ -27,7 +27,7 @@ def sphere() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def renderer(sphere) -> GuidanceRenderer:
     _, faces, labels = sphere
     colors = np.linspace(0.2, 1.0, 25 * 3).reshape(25, 3).astype(np.float32)
-    return worker_renderer(W, H, "sphere", faces, labels, colors, np.array([10, 20, 30]))
+    return worker_renderer(W, H, faces, labels, colors, np.array([10, 20, 30]))
 
 
 def analytic_depth() -> np.ndarray:
@@ -88,8 +88,8 @@ def test_projected_vertices_fall_on_the_silhouette(renderer, sphere) -> None:
 def test_renderer_is_reused_per_worker(sphere) -> None:
     _, faces, labels = sphere
     colors = np.zeros((25, 3), np.float32)
-    first = worker_renderer(W, H, "sphere", faces, labels, colors, np.zeros(3, np.uint8))
-    again = worker_renderer(W, H, "sphere", faces, labels, colors, np.zeros(3, np.uint8))
+    first = worker_renderer(W, H, faces, labels, colors, np.zeros(3, np.uint8))
+    again = worker_renderer(W, H, faces, labels, colors, np.zeros(3, np.uint8))
     assert first is again
 
 
