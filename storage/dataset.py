@@ -262,8 +262,8 @@ class DatasetStore:
         array = self.group()[name]
         index = range(array.shape[0])[rows]
         wanted = [index] if isinstance(index, int) else list(index)
-        done = self.records(spec.stage)
-        for shard, shard_rows in enumerate(self.shard_ranges()):
-            if shard not in done and any(r in shard_rows for r in wanted):
+        # only the records of the shards these rows fall in: a reader asks per segment
+        for shard in sorted({row // array.shards[0] for row in wanted}):
+            if self.record(spec.stage, shard) is None:
                 raise StoreError(f"{name}: shard {shard} of stage {spec.stage} is not complete")
         return array[rows]

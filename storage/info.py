@@ -6,14 +6,15 @@ from collections import Counter
 
 from dancegen.storage.contract import ARRAYS
 from dancegen.storage.dataset import DatasetStore
+from dancegen.storage.segments import from_columns, shard_ranges
 
 
 def describe_version(dataset: DatasetStore) -> str:
     """Multi-line text describing one dataset version."""
-    attrs = dataset.attrs
-    segments = dataset.segments()
     group = dataset.group()
-    shards = dataset.shard_ranges()
+    attrs = dict(group.attrs["dancegen"])  # one read of the group metadata for everything
+    segments = from_columns(attrs["segments"])
+    shards = shard_ranges(len(segments), attrs["shard_segments"])
     synthetic = " (SYNTHETIC stand-in inputs)" if attrs.get("synthetic_inputs") else ""
     lines = [
         f"version {dataset.version} at {dataset.location.url}{synthetic}",

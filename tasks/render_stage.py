@@ -102,7 +102,6 @@ def empty_render_arrays(count: int, config: DancegenConfig) -> dict[str, np.ndar
 
 def _pose(body: WorkerBody, window: Motion, camera: RenderCamera) -> tuple[np.ndarray, ...]:
     """Batched SMPL forward of a window -> camera-space vertices, normals, joints (metres)."""
-    device = body.faces.device
     with torch.no_grad():
         verts, joints = body.model(torch.from_numpy(window.poses), torch.from_numpy(window.trans),
                                    torch.full((len(window.poses),), window.scaling))
@@ -110,7 +109,7 @@ def _pose(body: WorkerBody, window: Motion, camera: RenderCamera) -> tuple[np.nd
         translation = torch.from_numpy(camera.translation).to(verts)
         verts_cam = (verts @ rotation.T + translation) / window.scaling
         joints_cam = (joints @ rotation.T + translation) / window.scaling
-        normals = batched_vertex_normals(verts_cam, body.faces.to(device))
+        normals = batched_vertex_normals(verts_cam, body.faces)
     return verts_cam.cpu().numpy(), normals.cpu().numpy(), joints_cam.cpu().numpy()
 
 
