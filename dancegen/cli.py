@@ -15,6 +15,11 @@ app = typer.Typer(help="dancegen: music-driven dance video generation pipeline."
                   no_args_is_help=True, pretty_exceptions_enable=False)
 dataset_app = typer.Typer(help="Build and inspect datasets.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
+edge_app = typer.Typer(help="EDGE, the music-to-motion model behind pseudo-motions.",
+                       no_args_is_help=True)
+app.add_typer(edge_app, name="edge")
+motion_app = typer.Typer(help="Motion quality.", no_args_is_help=True)
+app.add_typer(motion_app, name="motion")
 
 DEFAULT_CONFIG = "configs/local-cpu.yaml"
 PREFECT_HOME = Path(".dancegen/prefect")
@@ -70,6 +75,62 @@ def dataset_build(
     except DancegenError as error:
         _fail(error)
     raise typer.Exit(0 if ok else 1)
+
+
+def run_train_edge(config_file: str, overrides: list[str] | None, inputs: str, out: str) -> bool:
+    """Run the train-edge flow against a Prefect API (a local server if none is configured)."""
+    from dancegen.config import load_config
+    from dancegen.flows.build_dataset import ray_task_runner
+    from dancegen.flows.train_edge import train_edge
+    from dancegen.local_prefect import prefect_api
+
+    config = load_config(config_file, overrides)
+    with prefect_api(PREFECT_HOME.resolve()) as api:
+        typer.echo(f"Prefect API {api}; training EDGE {config.edge.run_name} on {inputs} "
+                   f"into {out}")
+        flow = train_edge.with_options(task_runner=ray_task_runner(config.ray))
+        state = flow(inputs=inputs, out=out, config=config, return_state=True)
+    color = typer.colors.GREEN if state.is_completed() else typer.colors.RED
+    typer.secho(f"{state.name}: {state.message}", fg=color)
+    return state.is_completed()
+
+
+@edge_app.command("train")
+def edge_train(
+    inputs: Annotated[str, typer.Option(help="Inputs root in the AIST++ layout (path or s3://).")],
+    out: Annotated[str, typer.Option(help="Store root: checkpoints go to models/edge/<run>/.")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+    set_: SetOpt = None,
+) -> None:
+    """Train (or resume training) EDGE on the train split of the inputs."""
+    try:
+        ok = run_train_edge(config, set_, inputs, out)
+    except DancegenError as error:
+        _fail(error)
+    raise typer.Exit(0 if ok else 1)
+
+
+@motion_app.command("eval")
+def motion_eval(
+    inputs: Annotated[str, typer.Option(help="Inputs root in the AIST++ layout (reference).")],
+    store: Annotated[str, typer.Option(help="Store root holding pseudo-motions/.")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+    variant: Annotated[str, typer.Option(help="Beat align: bailando (default) or fact.")] = (
+        "bailando"),
+) -> None:
+    """BeatAlign, PFC and foot skating of the pseudo-motions and of the training motions."""
+    from dancegen.config import load_config
+    from dancegen.storage.pseudo_motions import PseudoMotionRoot
+    from dancegen.tasks.motion_eval import motion_quality_table
+
+    try:
+        fps = load_config(config).dataset.fps
+        table = motion_quality_table(inputs, PseudoMotionRoot(store).url, fps, variant)
+    except DancegenError as error:
+        _fail(error)
+    except ValueError as error:
+        _fail(DancegenError(str(error)))
+    typer.echo(table)
 
 
 @dataset_app.command("info")
@@ -142,19 +203,25 @@ def demo(
     config: ConfigOpt = DEFAULT_CONFIG,
     set_: SetOpt = None,
 ) -> None:
-    """The main job on the embedded default: fixtures -> dataset build -> dataset info."""
+    """The main job on the embedded default: fixtures -> EDGE training -> dataset build with
+    pseudo-motions -> dataset info and preview -> motion quality."""
     inputs, store = workdir / "inputs", workdir / "store.zarr"
-    typer.secho("[1/3] fixtures", bold=True)
+    typer.secho("[1/5] fixtures", bold=True)
     fixtures(inputs)
-    typer.secho("[2/3] dataset build", bold=True)
+    typer.secho("[2/5] train EDGE (music-to-motion) on the fixtures", bold=True)
     try:
-        ok = run_build(config, set_, str(inputs), str(store))
+        ok = run_train_edge(config, set_, str(inputs), str(store))
+        typer.secho("[3/5] dataset build (AIST++-layout motion + EDGE pseudo-motions)",
+                    bold=True)
+        ok = run_build(config, set_, str(inputs), str(store)) and ok
     except DancegenError as error:
         _fail(error)
-    typer.secho("[3/3] dataset info", bold=True)
+    typer.secho("[4/5] dataset info", bold=True)
     dataset_info(str(store))
     if ok:
         dataset_preview(str(store), out=workdir / "preview.png", segment=0, frame=45)
+        typer.secho("[5/5] motion quality", bold=True)
+        motion_eval(str(inputs), str(store), config)
     raise typer.Exit(0 if ok else 1)
 
 

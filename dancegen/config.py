@@ -133,6 +133,74 @@ class TrainingConfig(_Strict):
     stage3: TrainStageConfig
 
 
+class EdgeModelSizes(_Strict):
+    """DanceDecoder sizes (EDGE's release: 512 wide, 1024 feed-forward, 8 layers, 8 heads)."""
+
+    latent_dim: int = Field(512, gt=0)
+    ff_size: int = Field(1024, gt=0)
+    num_layers: int = Field(8, gt=0)
+    num_heads: int = Field(8, gt=0)
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _check_heads(self) -> EdgeModelSizes:
+        if self.latent_dim % self.num_heads or self.latent_dim % 2:
+            raise ValueError("edge.model.latent_dim must be even and divisible by num_heads")
+        return self
+
+
+class EdgeDiffusionSettings(_Strict):
+    """EDGE's diffusion: cosine schedule, x0 prediction, classifier-free guidance, DDIM."""
+
+    timesteps: int = Field(1000, gt=1)
+    cond_drop_prob: float = Field(0.25, ge=0, le=1, description="music dropout in training")
+    guidance_weight: float = Field(2.0, ge=0)
+    sampling_steps: int = Field(50, gt=0, description="DDIM steps")
+    eta: float = Field(1.0, ge=0, description="DDIM eta (EDGE: 1)")
+
+
+class EdgeTrainSettings(_Strict):
+    """EDGE training. EDGE uses Adan (lr 4e-4, wd 0.02); dancegen trains with AdamW."""
+
+    optimizer: Literal["adamw"] = "adamw"
+    steps: int = Field(gt=0)
+    batch_size: int = Field(gt=0)
+    learning_rate: float = Field(4e-4, gt=0)
+    weight_decay: float = Field(0.02, ge=0)
+    ema_decay: float = Field(0.9999, ge=0, lt=1, description="EMA of the weights, every step")
+    checkpoint_every: int = Field(100, gt=0, description="steps between resumable checkpoints")
+    log_every: int = Field(10, gt=0)
+    window_stride_seconds: float = Field(0.5, gt=0, description="EDGE slices 5-s windows at 0.5 s")
+    seed: int = 0
+
+
+class EdgeSynthesisSettings(_Strict):
+    """Pseudo-motions: EDGE sampled on new music, rendered like AIST++ motion."""
+
+    music: str | None = Field(
+        None, description="folder of new music (path or s3://; relative = under the inputs "
+                          "root); null = no pseudo-motions")
+    checkpoint: str | None = Field(
+        None, description="EDGE checkpoint.pt; null = the one train-edge wrote into the store")
+    smpl_scaling: float | None = Field(
+        None, gt=0, description="AIST++ body scale given to samples; null = the training "
+                                "set's, as the checkpoint records it, else the inputs' median")
+    seed: int = 0
+
+
+class EdgeConfig(_Strict):
+    """The EDGE music-to-motion model: sizes, diffusion, training and synthesis."""
+
+    run_name: str = Field("edge", pattern=r"^[A-Za-z0-9._-]+$",
+                          description="checkpoints go to <store>/models/edge/<run_name>/")
+    features: Literal["baseline", "jukebox"] = Field(
+        "baseline", description="music conditioning: EDGE baseline 35-d or Jukebox 4800-d")
+    model: EdgeModelSizes = EdgeModelSizes()
+    diffusion: EdgeDiffusionSettings = EdgeDiffusionSettings()
+    train: EdgeTrainSettings
+    synthesis: EdgeSynthesisSettings = EdgeSynthesisSettings()
+
+
 class DancegenConfig(_Strict):
     """The whole pipeline configuration (one YAML file)."""
 
@@ -146,6 +214,7 @@ class DancegenConfig(_Strict):
     storage: StorageConfig = StorageConfig()
     ray: RayConfig = RayConfig()
     training: TrainingConfig
+    edge: EdgeConfig
 
     @model_validator(mode="after")
     def _check_windows(self) -> DancegenConfig:

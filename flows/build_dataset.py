@@ -1,6 +1,7 @@
 """The dataset build: plan segments, skip finished shards, fan the rest out to Ray workers.
 
-    inputs (AIST++ layout) --plan--> segment table --prepare--> Zarr v3 group
+    new music --synthesize_track per track on a Ray worker (EDGE)--> <store>/pseudo-motions
+    inputs (AIST++ layout) + pseudo-motions --plan--> segment table --prepare--> Zarr v3 group
         --for each stage x shard not complete--> build_shard on a Ray worker --> store
 
 Each task writes its shard straight to the store; only counts come back. A unit that fails
@@ -11,9 +12,11 @@ is missing or stale.
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import (
@@ -28,14 +31,20 @@ from prefect_ray.context import remote_options
 
 from dancegen.config import DancegenConfig, RayConfig, load_config
 from dancegen.errors import InputError
-from dancegen.storage.aistpp import AistppInputs
+from dancegen.storage.aistpp import AistppInputs, InputRoots
 from dancegen.storage.contract import dims_for
 from dancegen.storage.dataset import DatasetStore, Layout
+from dancegen.storage.edge_checkpoint import EdgeRun
+from dancegen.storage.location import StoreLocation, file_version
+from dancegen.storage.pseudo_motions import PseudoMotionRoot, music_files
 from dancegen.storage.segments import shard_ranges, stable_order
 from dancegen.tasks import metrics
+from dancegen.tasks.edge_synthesis import TrackResult, TrackUnit, synthesize_track, track_key
 from dancegen.tasks.plan import plan_segments
 from dancegen.tasks.shard import ShardResult, ShardUnit, build_shard
 from dancegen.tasks.stages import STAGES
+
+Unit = TypeVar("Unit")
 
 
 @dataclass
@@ -49,14 +58,17 @@ class BuildSummary:
     shards_skipped: int = 0
     shards_failed: int = 0
     inputs_failed: int = 0
+    tracks_synthesized: int = 0
+    tracks_skipped: int = 0
+    tracks_failed: int = 0
     bytes_written: int = 0
     seconds: float = 0.0
     failures: dict[str, str] = field(default_factory=dict)
 
     @property
     def failed(self) -> int:
-        """Units that failed: unreadable sequences plus failed shards."""
-        return self.inputs_failed + self.shards_failed
+        """Units that failed: unreadable sequences, failed tracks and failed shards."""
+        return self.inputs_failed + self.tracks_failed + self.shards_failed
 
     def as_dict(self) -> dict:
         """Plain data for the flow's final state (includes the derived ``failed`` count)."""
@@ -64,8 +76,10 @@ class BuildSummary:
 
     def headline(self) -> str:
         """One line for logs, the CLI and the flow's final state message."""
+        tracks = (f"pseudo-motion tracks {self.tracks_synthesized} new, {self.tracks_skipped} "
+                  f"kept, {self.tracks_failed} failed; ")
         return (
-            f"{self.segments} segments; shards written {self.shards_written}, skipped "
+            tracks + f"{self.segments} segments; shards written {self.shards_written}, skipped "
             f"{self.shards_skipped}, failed {self.shards_failed}; inputs failed "
             f"{self.inputs_failed}; {self.bytes_written / 1e6:.1f} MB in {self.seconds:.1f} s"
         )
@@ -74,10 +88,12 @@ class BuildSummary:
         """The summary artifact."""
         lines = [
             f"# Dataset build `{self.store}` / `{self.version}`", "",
-            "| segments | shards written | skipped | failed | inputs failed | MB | seconds |",
-            "|---|---|---|---|---|---|---|",
+            "| segments | shards written | skipped | failed | inputs failed | pseudo-motion "
+            "tracks new / kept / failed | MB | seconds |",
+            "|---|---|---|---|---|---|---|---|",
             f"| {self.segments} | {self.shards_written} | {self.shards_skipped} | "
-            f"{self.shards_failed} | {self.inputs_failed} | {self.bytes_written / 1e6:.2f} | "
+            f"{self.shards_failed} | {self.inputs_failed} | {self.tracks_synthesized} / "
+            f"{self.tracks_skipped} / {self.tracks_failed} | {self.bytes_written / 1e6:.2f} | "
             f"{self.seconds:.1f} |",
         ]
         if self.failures:
@@ -118,7 +134,7 @@ def _layout(config: DancegenConfig, synthetic: bool) -> Layout:
 
 
 def _pending_units(
-    dataset: DatasetStore, source: AistppInputs, config: DancegenConfig, summary: BuildSummary,
+    dataset: DatasetStore, roots: InputRoots, config: DancegenConfig, summary: BuildSummary,
     input_failures: dict[str, str],
 ) -> list[ShardUnit]:
     segments = dataset.segments()
@@ -126,7 +142,7 @@ def _pending_units(
     for stage_name in config.stages:
         stage, records = STAGES[stage_name], dataset.records(stage_name)
         try:
-            shared = stage.shared_digest(source, config)
+            shared = stage.shared_digest(roots, config)
         except InputError as error:  # e.g. no body model: this stage fails, the others run
             input_failures[f"inputs/{stage_name}-shared"] = str(error)
             continue
@@ -139,28 +155,117 @@ def _pending_units(
                 continue
             if record is not None:
                 dataset.invalidate(stage_name, shard)  # stale: incomplete until rewritten
-            units.append(ShardUnit(dataset.store.url, dataset.version, source.location.url,
-                                   stage_name, shard, shard_segments, key))
+            units.append(ShardUnit(dataset.store.url, dataset.version,
+                                   roots.primary.location.url, stage_name, shard,
+                                   shard_segments, key,
+                                   roots.pseudo.location.url if roots.pseudo else None))
     return units
 
 
-def _run_units(
-    units: list[ShardUnit], config: DancegenConfig
-) -> Iterator[tuple[ShardUnit, ShardResult | BaseException]]:
+def _run_bounded(
+    units: list[Unit], submit: Callable[[Unit], Any], window: int
+) -> Iterator[tuple[Unit, Any | BaseException]]:
     """Submit units in a bounded window (Ray has no limit on pending tasks); yield outcomes."""
-    shard_task = build_shard.with_options(retries=config.ray.retries)
     pending, in_flight = list(reversed(units)), {}
     while pending or in_flight:
-        while pending and len(in_flight) < config.ray.max_in_flight:
+        while pending and len(in_flight) < window:
             unit = pending.pop()
-            with remote_options(**config.ray.resources(unit.stage).ray_options()):
-                in_flight[shard_task.submit(unit, config)] = unit
+            in_flight[submit(unit)] = unit
         future = next(as_completed(list(in_flight)))
         unit = in_flight.pop(future)
         try:
             yield unit, future.result()
         except BaseException as error:  # a failed unit must never stop the others
             yield unit, error
+
+
+def _run_units(
+    units: list[ShardUnit], config: DancegenConfig
+) -> Iterator[tuple[ShardUnit, ShardResult | BaseException]]:
+    shard_task = build_shard.with_options(retries=config.ray.retries)
+
+    def submit(unit: ShardUnit) -> Any:
+        with remote_options(**config.ray.resources(unit.stage).ray_options()):
+            return shard_task.submit(unit, config)
+
+    return _run_bounded(units, submit, config.ray.max_in_flight)
+
+
+def _resolve_under(root: AistppInputs, location: str) -> str:
+    """A configured location: as given when absolute or a URL, else under the inputs root."""
+    if "://" in location or location.startswith("/"):
+        return location
+    return root.location.child(location).url
+
+
+def _track_units(
+    pseudo: PseudoMotionRoot, music_root: str, checkpoint: str,
+    smpl_scaling: float | None, config: DancegenConfig, summary: BuildSummary,
+) -> list[TrackUnit]:
+    """Tracks of the music folder whose pseudo-motion is missing or stale; drop removed ones."""
+    token = file_version(checkpoint) or ""
+    records, units, wanted = pseudo.records(), [], set()
+    music = StoreLocation.parse(music_root)
+    for name in music_files(music_root):
+        sha = hashlib.sha256(music.read_bytes(name) or b"").hexdigest()
+        key = track_key(sha, token, smpl_scaling, config)
+        unit = TrackUnit(music.url, name, sha, pseudo.url, checkpoint, smpl_scaling, key)
+        wanted.add(unit.music_id)
+        if records.get(unit.music_id, {}).get("key") == key:
+            summary.tracks_skipped += 1
+        else:
+            units.append(unit)
+    for music_id in set(records) - wanted:
+        pseudo.remove(music_id)
+    return units
+
+
+def _synthesize(
+    dataset: DatasetStore, source: AistppInputs, median_scaling: float | None,
+    config: DancegenConfig, summary: BuildSummary, input_failures: dict[str, str],
+) -> str | None:
+    """Bring the store's pseudo-motions up to date; returns their root (None: not configured)."""
+    synthesis = config.edge.synthesis
+    if synthesis.music is None:
+        return None
+    logger = get_run_logger()
+    pseudo = PseudoMotionRoot(dataset.store)
+    music_root = _resolve_under(source, synthesis.music)
+    checkpoint = synthesis.checkpoint or EdgeRun(dataset.store, config.edge.run_name).checkpoint_url
+    if synthesis.checkpoint:
+        checkpoint = _resolve_under(source, synthesis.checkpoint)
+    if file_version(checkpoint) is None:
+        input_failures["inputs/synthesis"] = (
+            f"EDGE checkpoint not found: {checkpoint} (train one with `dancegen edge train`, "
+            "or set edge.synthesis.checkpoint)")
+        return pseudo.url if pseudo.records() else None
+    if not music_files(music_root):
+        input_failures["inputs/synthesis"] = f"no audio files in {music_root}"
+    scaling = synthesis.smpl_scaling or median_scaling
+    units = _track_units(pseudo, music_root, checkpoint, scaling, config, summary)
+    logger.info("pseudo-motions: %d tracks to synthesise, %d up to date", len(units),
+                summary.tracks_skipped)
+    track_task = synthesize_track.with_options(retries=config.ray.retries)
+
+    def submit(unit: TrackUnit) -> Any:
+        with remote_options(**config.ray.resources("synthesis").ray_options()):
+            return track_task.submit(unit, config)
+
+    for unit, outcome in _run_bounded(units, submit, config.ray.max_in_flight):
+        if isinstance(outcome, TrackResult):
+            summary.tracks_synthesized += 1
+            dataset.clear_failure(unit.unit_id)
+            logger.info("%s: %.1f s of music -> %d frames (%d windows) in %.1f s",
+                        unit.music_file, outcome.music_seconds, outcome.frames, outcome.windows,
+                        outcome.seconds)
+        else:
+            reason = f"{type(outcome).__name__}: {outcome}"
+            summary.tracks_failed += 1
+            summary.failures[unit.unit_id] = reason
+            dataset.record_failure(unit.unit_id, reason, {"kind": "synthesis",
+                                                          "music_file": unit.music_file})
+            logger.error("%s failed: %s", unit.unit_id, reason)
+    return pseudo.url if pseudo.finalize(source) else None
 
 
 @flow(name="build-dataset", task_runner=RayTaskRunner())
@@ -184,17 +289,27 @@ def build_dataset(
     summary = BuildSummary(store=dataset.store.url, version=dataset.version)
 
     plan = plan_segments(inputs, config)
-    previous = dataset.segments() if dataset.version in DatasetStore.versions(out) else []
-    segments = stable_order(previous, plan.segments)
     source = AistppInputs(inputs)
+    dataset.store.check_reachable()
+    input_failures = dict(plan.failed)
+    pseudo_url = _synthesize(dataset, source, plan.median_smpl_scaling, config, summary,
+                             input_failures)
+    planned = list(plan.segments)
+    if pseudo_url is not None:
+        pseudo_plan = plan_segments(pseudo_url, config)
+        planned += pseudo_plan.segments
+        input_failures.update(pseudo_plan.failed)
+    previous = dataset.segments() if dataset.version in DatasetStore.versions(out) else []
+    segments = stable_order(previous, planned)
+    roots = InputRoots(source, AistppInputs(pseudo_url) if pseudo_url else None)
     dataset.prepare(segments, config.stages, _layout(config, source.synthetic))
     summary.segments = len(segments)
-    input_failures = dict(plan.failed)
-    units = _pending_units(dataset, source, config, summary, input_failures)
+    units = _pending_units(dataset, roots, config, summary, input_failures)
     for unit_id, reason in input_failures.items():
         logger.error("input unit %s failed: %s", unit_id, reason)
         dataset.record_failure(unit_id, reason, {"kind": "input"})
-    summary.inputs_failed, summary.failures = len(input_failures), dict(input_failures)
+    summary.inputs_failed = len(input_failures)
+    summary.failures.update(input_failures)
     for unit_id in dataset.failures():
         if unit_id.startswith("inputs/") and unit_id not in input_failures:
             dataset.clear_failure(unit_id)

@@ -3,12 +3,14 @@
 Expected below the inputs root (local folder or ``s3://``)::
 
     motions/<sequence>.pkl        dict: smpl_poses (N, 72), smpl_trans (N, 3), smpl_scaling (1,)
+                                  (and ``fps`` in dancegen's pseudo-motions; AIST++ is 60 fps)
     splits/crossmodal_{train,val,test}.txt   sequence names, one per line (optional)
     ignore_list.txt               sequences to drop (optional)
     cameras/mapping.txt, cameras/<setting>.json   (optional; used by rendering)
     videos/<sequence with cAll -> camera>.mp4     (optional; real frames instead of rendered)
-    music/<music id>.<wav|flac|ogg|mp3>          the AIST Dance DB track named in the sequence
+    music/<music id>.<wav|flac|ogg|mp3|...>      the AIST Dance DB track named in the sequence
     fixture.json                  present only in the synthetic stand-in ({"synthetic": true})
+    pseudo.json                   present only in a root of EDGE pseudo-motions ({"source": "edge"})
 
 Every malformed or missing file raises :class:`InputError` naming the file and what was
 expected, so that the one unit reading it fails and the rest of a build goes on.
@@ -17,7 +19,6 @@ expected, so that the one unit reading it fails and the rest of a build goes on.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import pickle
 import posixpath
@@ -25,16 +26,17 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-import soundfile
 from scipy.spatial.transform import Rotation
 
 from dancegen.errors import InputError
+from dancegen.storage.audio import AUDIO_SUFFIXES, audio_seconds, decode_audio
 from dancegen.storage.location import StoreLocation
+from dancegen.storage.segments import Segment
 
 AISTPP_FPS = 60.0
+PSEUDO_MANIFEST = "pseudo.json"  # marks a root of EDGE pseudo-motions (see tasks/edge_synthesis)
 SPLIT_FILES = {"train": "crossmodal_train.txt", "val": "crossmodal_val.txt",
                "test": "crossmodal_test.txt"}
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,13 @@ class AistppInputs:
         """True for the procedural stand-in (``fixture.json`` says so)."""
         manifest = self.location.read_json("fixture.json")
         return bool(manifest and manifest.get("synthetic"))
+
+    @cached_property
+    def source(self) -> str:
+        """Segment source of this root: ``edge`` (pseudo-motions), ``synthetic`` or ``aistpp``."""
+        if (self.location.read_json(PSEUDO_MANIFEST) or {}).get("source") == "edge":
+            return "edge"
+        return "synthetic" if self.synthetic else "aistpp"
 
     @cached_property
     def _files(self) -> list[str]:
@@ -222,27 +231,41 @@ class AistppInputs:
             raise InputError(f"{where}: smpl_scaling must be one positive number, got {scaling}")
         if not (np.isfinite(poses).all() and np.isfinite(trans).all()):
             raise InputError(f"{where}: smpl_poses/smpl_trans contain NaN or inf")
-        return Motion(poses, trans, float(scaling[0]), AISTPP_FPS)
+        fps = float(data.get("fps", AISTPP_FPS))  # dancegen's pseudo-motions record theirs
+        return Motion(poses, trans, float(scaling[0]), fps)
 
-    def audio_info(self, key: str) -> soundfile._SoundFileInfo:
-        """Header of an audio file (duration, rate); corrupt files are InputErrors."""
-        try:
-            return soundfile.info(io.BytesIO(self.read_bytes(key)))
-        except InputError:
-            raise
-        except Exception as error:
-            raise InputError(f"{self.location.url}/{key}: unreadable audio ({error})") from None
+    def audio_seconds(self, key: str) -> float:
+        """Duration of an audio file; corrupt files are InputErrors."""
+        return audio_seconds(self.read_bytes(key), f"{self.location.url}/{key}")
 
     def load_audio(self, key: str) -> tuple[np.ndarray, int]:
-        """Decode a whole audio file to mono float32 at its native rate."""
-        try:
-            audio, rate = soundfile.read(io.BytesIO(self.read_bytes(key)), dtype="float32")
-        except InputError:
-            raise
-        except Exception as error:
-            raise InputError(f"{self.location.url}/{key}: unreadable audio ({error})") from None
-        if audio.ndim == 2:
-            audio = audio.mean(axis=1)
-        if audio.size == 0 or not np.isfinite(audio).all():
-            raise InputError(f"{self.location.url}/{key}: empty audio or NaN samples")
-        return audio, int(rate)
+        """Decode a whole audio file (any common format) to mono float32 at its native rate."""
+        return decode_audio(self.read_bytes(key), f"{self.location.url}/{key}")
+
+
+@dataclass(frozen=True)
+class InputRoots:
+    """The roots one build reads: the AIST++-layout inputs and, when pseudo-motions were
+    synthesised, their root (same layout). A segment's ``source`` says which root it is in."""
+
+    primary: AistppInputs
+    pseudo: AistppInputs | None = None
+
+    @classmethod
+    def parse(cls, inputs_url: str, pseudo_url: str | None = None) -> InputRoots:
+        """Roots from URLs (what travels to workers)."""
+        return cls(AistppInputs(inputs_url), AistppInputs(pseudo_url) if pseudo_url else None)
+
+    def of(self, segment: Segment) -> AistppInputs:
+        """The root holding the segment's motion and music files."""
+        if segment.source != "edge":
+            return self.primary
+        if self.pseudo is None:
+            raise InputError(f"segment {segment.id} is an EDGE pseudo-motion, but this build "
+                             "has no pseudo-motion root")
+        return self.pseudo
+
+    def all(self) -> list[AistppInputs]:
+        """Every root, primary first."""
+        return [self.primary] + ([self.pseudo] if self.pseudo else [])
+

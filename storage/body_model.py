@@ -23,7 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from dancegen.errors import InputError
-from dancegen.storage.location import StoreLocation
+from dancegen.storage.location import StoreLocation, file_version, split_url
 
 NUM_VERTICES = 6890
 NUM_JOINTS = 24
@@ -133,9 +133,7 @@ _SPEC: dict[str, tuple[tuple[int | None, ...], type]] = {
 
 def _split(location: str | Path) -> tuple[StoreLocation, str, str]:
     """(folder location, file name, display name) of a local path or s3:// URL."""
-    text = str(location)
-    folder, name = posixpath.split(text.rstrip("/"))
-    store = StoreLocation.parse(folder or ".")
+    store, name = split_url(location)
     return store, name, posixpath.join(store.url, name)
 
 
@@ -240,12 +238,10 @@ def load_body_model(location: str | Path) -> BodyModelData:
 def body_model_version(location: str | Path) -> str:
     """A cheap change token (size + mtime or ETag) without reading the file: workers key their
     once-per-process cache on it, where the full digest would re-read the file per task."""
-    store, name, where = _split(location)
-    try:
-        info = store.fs.info(store.path(name))
-    except FileNotFoundError:
-        raise InputError(f"body model file missing: {where}") from None
-    return f"{info.get('size')}:{info.get('ETag') or info.get('mtime') or info.get('LastModified')}"
+    version = file_version(location)
+    if version is None:
+        raise InputError(f"body model file missing: {_split(location)[2]}")
+    return version
 
 
 def body_model_digest(location: str | Path) -> str:

@@ -82,9 +82,8 @@ class StoreLocation:
 
     # --- small JSON documents (records, manifests): each is written whole or not at all ---
 
-    def write_json(self, key: str, document: dict[str, Any]) -> None:
-        """Write ``document`` at ``key`` atomically (temp + rename locally; one PUT on S3)."""
-        data = json.dumps(document, indent=1, sort_keys=True).encode()
+    def write_bytes(self, key: str, data: bytes) -> None:
+        """Write ``data`` at ``key`` atomically (temp + rename locally; one PUT on S3)."""
         if self.is_local:
             target = Path(self.path(key))
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -94,12 +93,21 @@ class StoreLocation:
         else:
             self.fs.pipe_file(self.path(key), data)
 
-    def read_json(self, key: str) -> dict[str, Any] | None:
-        """The document at ``key``, or None when it does not exist."""
+    def read_bytes(self, key: str) -> bytes | None:
+        """The bytes at ``key``, or None when it does not exist."""
         try:
-            return json.loads(self.fs.cat_file(self.path(key)))
+            return self.fs.cat_file(self.path(key))
         except FileNotFoundError:
             return None
+
+    def write_json(self, key: str, document: dict[str, Any]) -> None:
+        """Write ``document`` at ``key`` atomically (see :meth:`write_bytes`)."""
+        self.write_bytes(key, json.dumps(document, indent=1, sort_keys=True).encode())
+
+    def read_json(self, key: str) -> dict[str, Any] | None:
+        """The document at ``key``, or None when it does not exist."""
+        data = self.read_bytes(key)
+        return None if data is None else json.loads(data)
 
     def list_json(self, prefix: str) -> dict[str, dict[str, Any]]:
         """All JSON documents directly below ``prefix``, by file name."""
@@ -135,3 +143,24 @@ class StoreLocation:
                 self.fs.ls(bucket, detail=False)
         except Exception as error:  # any transport/auth error: report it with the URL
             raise StoreError(f"cannot reach store {self.url}: {error}") from error
+
+
+def split_url(url: str | Path) -> tuple[StoreLocation, str]:
+    """(folder location, file name) of a file given as a local path or s3:// URL."""
+    folder, name = posixpath.split(str(url).rstrip("/"))
+    return StoreLocation.parse(folder or "."), name
+
+
+def file_version(url: str | Path) -> str | None:
+    """A cheap change token of one file (size + ETag or mtime), None when it does not exist.
+
+    Workers key once-per-process caches (body model, EDGE weights) on it: a full digest would
+    re-read the file for every task.
+    """
+    store, name = split_url(url)
+    try:
+        info = store.fs.info(store.path(name))
+    except FileNotFoundError:
+        return None
+    return f"{info.get('size')}:{info.get('ETag') or info.get('mtime') or info.get('LastModified')}"
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, field
 
 from prefect import task
@@ -21,6 +22,12 @@ class Plan:
     segments: list[Segment]
     failed: dict[str, str] = field(default_factory=dict)  # unit id -> reason
     sequences: int = 0
+    smpl_scalings: list[float] = field(default_factory=list)  # of the usable sequences
+
+    @property
+    def median_smpl_scaling(self) -> float | None:
+        """Typical body scale of the inputs (given to pseudo-motions), None without motion."""
+        return float(statistics.median(self.smpl_scalings)) if self.smpl_scalings else None
 
 
 def window_starts(seconds: float, window: float, stride: float, limit: int | None) -> list[float]:
@@ -33,18 +40,18 @@ def window_starts(seconds: float, window: float, stride: float, limit: int | Non
 
 def _sequence_segments(
     seq: SequenceInputs, inputs: AistppInputs, config: DancegenConfig, digests: dict[str, str]
-) -> list[Segment]:
+) -> tuple[list[Segment], float]:
     if seq.music_file is None:
         raise InputError(f"no music file music/{seq.music_id}.* for sequence {seq.name}")
     motion = inputs.load_motion(seq.motion_file)
-    music_seconds = inputs.audio_info(seq.music_file).duration
+    music_seconds = inputs.audio_seconds(seq.music_file)
     for key in (seq.motion_file, seq.music_file):
         if key not in digests:
             digests[key] = inputs.sha256(key)
     data = config.dataset
     starts = window_starts(min(motion.seconds, music_seconds), data.segment_seconds,
                            data.stride_seconds, data.max_segments_per_sequence)
-    source = "synthetic" if inputs.synthetic else "aistpp"
+    source = inputs.source
     return [
         Segment(
             id=segment_id(seq.name, k), sequence=seq.name, source=source, split=seq.split,
@@ -54,7 +61,7 @@ def _sequence_segments(
             motion_fps=motion.fps,
         )
         for k, start in enumerate(starts)
-    ]
+    ], motion.scaling
 
 
 def plan_segments_from(inputs_url: str, config: DancegenConfig) -> Plan:
@@ -65,7 +72,9 @@ def plan_segments_from(inputs_url: str, config: DancegenConfig) -> Plan:
     plan = Plan(segments=[], sequences=len(sequences))
     for seq in sequences:
         try:
-            plan.segments.extend(_sequence_segments(seq, inputs, config, digests))
+            segments, scaling = _sequence_segments(seq, inputs, config, digests)
+            plan.segments.extend(segments)
+            plan.smpl_scalings.append(scaling)
         except InputError as error:
             plan.failed[f"inputs/{seq.name}"] = str(error)
     return plan

@@ -17,7 +17,7 @@ import torch
 
 from dancegen.config import DancegenConfig, RenderConfig
 from dancegen.models.smpl import SMPLBody, vertex_part_labels
-from dancegen.storage.aistpp import AistppInputs, Motion
+from dancegen.storage.aistpp import AistppInputs, InputRoots, Motion
 from dancegen.storage.body_model import body_model_version, load_body_model
 from dancegen.storage.contract import arrays_of, dims_for
 from dancegen.storage.segments import Segment
@@ -142,20 +142,22 @@ def _render_segment(out: dict[str, np.ndarray], i: int, segment: Segment, window
 
 
 def compute_render(
-    segments: list[Segment], inputs: AistppInputs, config: DancegenConfig
+    segments: list[Segment], roots: InputRoots, config: DancegenConfig
 ) -> dict[str, np.ndarray]:
-    """Render every frame of every segment of a shard."""
+    """Render every frame of every segment of a shard (roots: where each segment's files are)."""
     render, data = config.render, config.dataset
-    body = worker_body(resolve_body_model(inputs, render))
+    body = worker_body(resolve_body_model(roots.primary, render))
     renderer = worker_renderer(
         render.width, render.height, body.faces.cpu().numpy(), body.part_labels,
         PERSON_COLORS, np.array(render.background_rgb, np.uint8),
         None if render.platform == "auto" else render.platform,
     )
     out = empty_render_arrays(len(segments), config)
-    motions = {f: inputs.load_motion(f) for f in sorted({s.motion_file for s in segments})}
+    motions = {}
     for i, segment in enumerate(segments):
-        window = motion_window(motions[segment.motion_file], segment.start_s,
-                               data.segment_frames, data.fps)
+        inputs, key = roots.of(segment), (segment.source, segment.motion_file)
+        if key not in motions:
+            motions[key] = inputs.load_motion(segment.motion_file)
+        window = motion_window(motions[key], segment.start_s, data.segment_frames, data.fps)
         _render_segment(out, i, segment, window, body, renderer, inputs, config)
     return out

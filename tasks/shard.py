@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from dancegen.config import DancegenConfig
 from dancegen.errors import InputError
-from dancegen.storage.aistpp import AistppInputs
+from dancegen.storage.aistpp import InputRoots
 from dancegen.storage.dataset import DatasetStore
 from dancegen.storage.segments import Segment
 from dancegen.tasks import metrics
@@ -28,6 +28,7 @@ class ShardUnit:
     shard: int
     segments: list[Segment]
     key: dict[str, str]
+    pseudo_url: str | None = None  # root of EDGE pseudo-motions, when the build has them
 
     @property
     def unit_id(self) -> str:
@@ -60,7 +61,8 @@ def build_shard_now(unit: ShardUnit, config: DancegenConfig) -> ShardResult:
     """Compute ``unit.stage`` for the shard's segments and write arrays + completion record."""
     started = time.perf_counter()
     stage = STAGES[unit.stage]
-    arrays = stage.compute(unit.segments, AistppInputs(unit.inputs_url), config)
+    arrays = stage.compute(unit.segments, InputRoots.parse(unit.inputs_url, unit.pseudo_url),
+                           config)
     dataset = DatasetStore(unit.store_url, unit.version)
     nbytes = dataset.write_shard(unit.stage, unit.shard, arrays, dict(unit.key))
     frames = len(unit.segments) * config.dataset.segment_frames

@@ -18,22 +18,26 @@ import numpy as np
 
 import dancegen
 from dancegen.config import DancegenConfig
-from dancegen.storage.aistpp import AistppInputs
+from dancegen.storage.aistpp import InputRoots
 from dancegen.storage.segments import Segment
 from dancegen.tasks.music_features import baseline_features, edge_start_bpm, feature_sample_rate
 from dancegen.tasks.segment_inputs import audio_window, motion_window, resample_audio
 
-ComputeFn = Callable[[list[Segment], AistppInputs, DancegenConfig], dict[str, np.ndarray]]
-SharedFn = Callable[[AistppInputs, DancegenConfig], str]
+ComputeFn = Callable[[list[Segment], InputRoots, DancegenConfig], dict[str, np.ndarray]]
+SharedFn = Callable[[InputRoots, DancegenConfig], str]
 
 
 def compute_motion(
-    segments: list[Segment], inputs: AistppInputs, config: DancegenConfig
+    segments: list[Segment], roots: InputRoots, config: DancegenConfig
 ) -> dict[str, np.ndarray]:
     """SMPL poses/trans/scaling of each segment at the dataset fps."""
     frames, fps = config.dataset.segment_frames, config.dataset.fps
-    loaded = {f: inputs.load_motion(f) for f in sorted({s.motion_file for s in segments})}
-    windows = [motion_window(loaded[s.motion_file], s.start_s, frames, fps) for s in segments]
+    loaded = {}
+    for s in segments:  # each motion file once per shard
+        if (s.source, s.motion_file) not in loaded:
+            loaded[s.source, s.motion_file] = roots.of(s).load_motion(s.motion_file)
+    windows = [motion_window(loaded[s.source, s.motion_file], s.start_s, frames, fps)
+               for s in segments]
     return {
         "motion/smpl_poses": np.stack([w.poses for w in windows]),
         "motion/smpl_trans": np.stack([w.trans for w in windows]),
@@ -42,21 +46,22 @@ def compute_motion(
 
 
 def compute_music(
-    segments: list[Segment], inputs: AistppInputs, config: DancegenConfig
+    segments: list[Segment], roots: InputRoots, config: DancegenConfig
 ) -> dict[str, np.ndarray]:
     """Waveform, EDGE baseline features and beat flags of each segment."""
     data, music = config.dataset, config.music
     feature_rate = feature_sample_rate(data.fps, music.hop_length)
     tracks = {}
-    for name in sorted({s.music_file for s in segments}):  # decode each track once per shard
-        audio, rate = inputs.load_audio(name)
-        tracks[name] = {
-            "features": resample_audio(audio, rate, feature_rate),
-            "store": resample_audio(audio, rate, music.audio_sample_rate),
-        }
+    for s in segments:  # decode each track once per shard
+        if (s.source, s.music_file) not in tracks:
+            audio, rate = roots.of(s).load_audio(s.music_file)
+            tracks[s.source, s.music_file] = {
+                "features": resample_audio(audio, rate, feature_rate),
+                "store": resample_audio(audio, rate, music.audio_sample_rate),
+            }
     waves, features = [], []
     for segment in segments:
-        track = tracks[segment.music_file]
+        track = tracks[segment.source, segment.music_file]
         music_id = segment.music_file.rsplit("/", 1)[-1].rsplit(".", 1)[0]
         clip = audio_window(track["features"], feature_rate, segment.start_s, data.segment_seconds)
         features.append(
@@ -87,9 +92,9 @@ class Stage:
     # digest of inputs shared by every segment (body model, cameras), computed once per build
     shared_inputs: SharedFn | None = None
 
-    def shared_digest(self, inputs: AistppInputs, config: DancegenConfig) -> str:
+    def shared_digest(self, roots: InputRoots, config: DancegenConfig) -> str:
         """Digest of the stage's shared inputs ("" when it has none)."""
-        return self.shared_inputs(inputs, config) if self.shared_inputs else ""
+        return self.shared_inputs(roots, config) if self.shared_inputs else ""
 
     @property
     def code_version(self) -> str:
@@ -114,23 +119,27 @@ class Stage:
         return {**parts, "key": hashlib.sha256(combined.encode()).hexdigest()}
 
 
-def render_shared_digest(inputs: AistppInputs, config: DancegenConfig) -> str:
+def render_shared_digest(roots: InputRoots, config: DancegenConfig) -> str:
     """The body model file and the camera settings every rendered segment depends on."""
     from dancegen.storage.body_model import body_model_digest
     from dancegen.tasks.render_stage import resolve_body_model
 
-    parts = [body_model_digest(resolve_body_model(inputs, config.render))]
-    parts += [inputs.sha256(key) for key in inputs.camera_files()]
-    parts += [f"{name}:{size}" for name, size in inputs.video_listing()]  # too big to hash
+    parts = [body_model_digest(resolve_body_model(roots.primary, config.render))]
+    for inputs in roots.all():
+        keys = inputs.camera_files()
+        if inputs is roots.pseudo:  # its mapping grows with every track; settings suffice
+            keys = [key for key in keys if key.endswith(".json")]
+        parts += [inputs.sha256(key) for key in keys]
+        parts += [f"{name}:{size}" for name, size in inputs.video_listing()]  # too big to hash
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
-def _compute_render(segments: list[Segment], inputs: AistppInputs,
+def _compute_render(segments: list[Segment], roots: InputRoots,
                     config: DancegenConfig) -> dict[str, np.ndarray]:
     # imported on use: GL and the body model are only needed on render workers
     from dancegen.tasks.render_stage import compute_render
 
-    return compute_render(segments, inputs, config)
+    return compute_render(segments, roots, config)
 
 
 STAGES: dict[str, Stage] = {

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dancegen.config import DancegenConfig
-from dancegen.storage.aistpp import AistppInputs
+from dancegen.storage.aistpp import AistppInputs, InputRoots
 from dancegen.storage.segments import Segment
 from dancegen.tasks.camera import RenderCamera, sequence_camera
 from dancegen.tasks.plan import plan_segments_from
@@ -38,7 +38,7 @@ def rendered(fixtures_dir: Path, segment: Segment) -> dict[str, np.ndarray]:
     from dancegen.config import load_config
 
     config = load_config(Path(__file__).parents[1] / "configs/local-cpu.yaml")
-    arrays = compute_render([segment], AistppInputs(str(fixtures_dir)), config)
+    arrays = compute_render([segment], InputRoots(AistppInputs(str(fixtures_dir))), config)
     return {name: values[0] for name, values in arrays.items()}
 
 
@@ -174,7 +174,8 @@ def test_real_video_frames_replace_the_stand_in(inputs_copy: Path, config) -> No
         image[:, : (width - height) // 2] = 255  # left of the centre crop: must be cut away
         writer.send(image.tobytes())
     writer.close()
-    frames = compute_render([segment], AistppInputs(str(inputs_copy)), config)["video/frames"][0]
+    roots = InputRoots(AistppInputs(str(inputs_copy)))
+    frames = compute_render([segment], roots, config)["video/frames"][0]
     assert frames.shape == (150, config.render.height, config.render.width, 3)
     centre = frames[:, 64, 64].astype(int)
     expected = (np.arange(150) * 2 + 5 * fps) // 3 % 256  # 30 fps from 60, from t = 5 s

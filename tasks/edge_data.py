@@ -1,0 +1,126 @@
+"""EDGE's training data from an inputs root in the AIST++ layout, and its music conditioning.
+
+As EDGE's ``data/create_dataset.py``: every train-split sequence is cut into 5-s windows at a
+0.5-s stride, motion resampled to 30 fps (every 2nd AIST++ frame) and encoded to the 151-d
+vector, music features computed on each window's own audio. Windows are the model's samples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from dancegen.config import DancegenConfig
+from dancegen.errors import ConfigError, InputError
+from dancegen.models.motion_repr import encode_edge151
+from dancegen.storage.aistpp import AistppInputs, SequenceInputs
+from dancegen.tasks.music_features import baseline_features, edge_start_bpm, feature_sample_rate
+from dancegen.tasks.plan import window_starts
+from dancegen.tasks.segment_inputs import audio_window, motion_window, resample_audio
+
+
+@dataclass
+class EdgeWindows:
+    """Training windows: unnormalised 151-d motion and the music features of each window."""
+
+    motion: torch.Tensor     # (N, S, 151) float32
+    cond: torch.Tensor       # (N, S, F) float32
+    names: list[str]         # "<sequence>@<start seconds>"
+    smpl_scaling: float      # median AIST++ body scale of the sequences (for decoding samples)
+
+    def to_bytes(self) -> bytes:
+        """Serialise (a cache in the store: feature extraction is the slow part)."""
+        buffer = io.BytesIO()
+        torch.save({"motion": self.motion, "cond": self.cond, "names": self.names,
+                    "smpl_scaling": self.smpl_scaling}, buffer)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> EdgeWindows:
+        """Inverse of :meth:`to_bytes`."""
+        content = torch.load(io.BytesIO(data), weights_only=True)
+        return cls(content["motion"], content["cond"], list(content["names"]),
+                   float(content["smpl_scaling"]))
+
+
+def check_feature_backend(config: DancegenConfig) -> None:
+    """Only EDGE's baseline features can be computed until the Jukebox backend exists."""
+    if config.edge.features != "baseline":
+        raise ConfigError(
+            "edge.features=jukebox needs Jukebox feature extraction, which dancegen does not "
+            "have yet (its own issue); use edge.features=baseline")
+
+
+def music_conditioning(audio: np.ndarray, rate: int, starts: list[float], music_id: str,
+                       config: DancegenConfig) -> np.ndarray:
+    """EDGE baseline features (W, S, 35) of the windows starting at ``starts`` seconds."""
+    check_feature_backend(config)
+    data, music = config.dataset, config.music
+    feature_rate = feature_sample_rate(data.fps, music.hop_length)
+    audio = resample_audio(audio, rate, feature_rate)
+    return np.stack([
+        baseline_features(audio_window(audio, feature_rate, start, data.segment_seconds),
+                          data.fps, data.segment_frames, music.hop_length,
+                          start_bpm=edge_start_bpm(music_id), tightness=music.tightness)
+        for start in starts
+    ])
+
+
+def sequence_windows(inputs: AistppInputs, sequence: SequenceInputs,
+                     config: DancegenConfig) -> tuple[np.ndarray, np.ndarray, list[float], float]:
+    """(motion (W, S, 151), features (W, S, F), window starts, smpl_scaling) of one sequence."""
+    if sequence.music_file is None:
+        raise InputError(f"no music file for sequence {sequence.name}")
+    data = config.dataset
+    motion = inputs.load_motion(sequence.motion_file)
+    audio, rate = inputs.load_audio(sequence.music_file)
+    starts = window_starts(min(motion.seconds, len(audio) / rate), data.segment_seconds,
+                           config.edge.train.window_stride_seconds, None)
+    if not starts:
+        return (np.zeros((0, data.segment_frames, 151), np.float32),
+                np.zeros((0, data.segment_frames, 35), np.float32), [], motion.scaling)
+    windows = [motion_window(motion, start, data.segment_frames, data.fps) for start in starts]
+    encoded = encode_edge151(np.stack([w.poses for w in windows]),
+                             np.stack([w.trans for w in windows]), motion.scaling)
+    features = music_conditioning(audio, rate, starts, sequence.music_id, config)
+    return encoded.numpy(), features.astype(np.float32), starts, motion.scaling
+
+
+def training_sequences(inputs: AistppInputs) -> list[SequenceInputs]:
+    """The train split (EDGE trains on AIST++'s crossmodal train list minus the ignore list)."""
+    return [s for s in inputs.sequences() if s.split == "train"]
+
+
+def windows_key(inputs: AistppInputs, sequences: list[SequenceInputs],
+                config: DancegenConfig) -> str:
+    """What the windows depend on: input file contents and the settings that cut them."""
+    files = sorted({f for s in sequences for f in (s.motion_file, s.music_file) if f})
+    settings = {"dataset": config.dataset.model_dump(mode="json"),
+                "music": config.music.model_dump(mode="json"),
+                "features": config.edge.features,
+                "stride": config.edge.train.window_stride_seconds}
+    blob = json.dumps([[f, inputs.sha256(f)] for f in files] + [settings], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def build_windows(inputs: AistppInputs, sequences: list[SequenceInputs],
+                  config: DancegenConfig) -> EdgeWindows:
+    """Every window of every sequence. A sequence that cannot be read is an InputError."""
+    motions, conds, names, scalings = [], [], [], []
+    for sequence in sequences:
+        motion, cond, starts, scaling = sequence_windows(inputs, sequence, config)
+        motions.append(motion)
+        conds.append(cond)
+        names += [f"{sequence.name}@{start:g}" for start in starts]
+        scalings.append(scaling)
+    if not names:
+        raise InputError("no training windows: the train split has no sequence of at least "
+                         f"{config.dataset.segment_seconds} s")
+    return EdgeWindows(torch.from_numpy(np.concatenate(motions)),
+                       torch.from_numpy(np.concatenate(conds)), names,
+                       float(np.median(scalings)))

@@ -1,0 +1,157 @@
+"""Train EDGE on AIST++-layout inputs, resumably: one Prefect task, run on a (GPU) Ray worker.
+
+The loop, as EDGE's ``train_loop``: sample a batch of normalised windows, diffusion loss,
+optimiser step, EMA update every step. Every ``checkpoint_every`` steps the model, EMA,
+optimizer, step and both RNG states go to the store, so a killed run re-started with the same
+arguments continues from the last checkpoint and ends with the same weights as an
+uninterrupted run (on the same device).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from dancegen.config import DancegenConfig
+from dancegen.models.edge import DanceDecoder, EdgeModelConfig
+from dancegen.models.edge_diffusion import EdgeDiffusion, ema_update
+from dancegen.models.edge_normalizer import MinMaxNormalizer
+from dancegen.storage.aistpp import AistppInputs
+from dancegen.storage.edge_checkpoint import EdgeCheckpoint, EdgeRun
+from dancegen.tasks.edge_data import (
+    EdgeWindows,
+    build_windows,
+    check_feature_backend,
+    training_sequences,
+    windows_key,
+)
+
+
+@dataclass
+class EdgeTrainResult:
+    """What the task returns: where the weights are and how training went (no tensors)."""
+
+    checkpoint: str
+    steps: int
+    resumed_from: int
+    windows: int
+    first_loss: float
+    last_loss: float
+    seconds: float
+    steps_per_second: float
+
+
+def model_config_for(config: DancegenConfig, feature_dim: int) -> EdgeModelConfig:
+    """DanceDecoder sizes from the config; the window length from the dataset settings."""
+    sizes = config.edge.model
+    return EdgeModelConfig(cond_feature_dim=feature_dim, seq_len=config.dataset.segment_frames,
+                           latent_dim=sizes.latent_dim, ff_size=sizes.ff_size,
+                           num_layers=sizes.num_layers, num_heads=sizes.num_heads,
+                           dropout=sizes.dropout)
+
+
+def load_windows(inputs_url: str, run: EdgeRun, config: DancegenConfig) -> EdgeWindows:
+    """The training windows, from the store's cache when inputs and settings are unchanged."""
+    inputs = AistppInputs(inputs_url)
+    sequences = training_sequences(inputs)
+    key = windows_key(inputs, sequences, config)
+    cached = run.read_windows(key)
+    if cached is not None:
+        return EdgeWindows.from_bytes(cached)
+    windows = build_windows(inputs, sequences, config)
+    run.write_windows(key, windows.to_bytes())
+    return windows
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def train_edge_now(inputs_url: str, store_url: str, config: DancegenConfig,
+                   log=print) -> EdgeTrainResult:
+    """Train (or continue training) ``config.edge.run_name`` up to ``edge.train.steps``."""
+    check_feature_backend(config)
+    settings = config.edge.train
+    started = time.perf_counter()
+    run = EdgeRun(store_url, config.edge.run_name)
+    data = load_windows(inputs_url, run, config)
+    device = _device()
+    torch.manual_seed(settings.seed)
+    batches = torch.Generator().manual_seed(settings.seed)  # which windows each step sees
+
+    previous = run.latest()
+    model_config = (previous.model_config if previous
+                    else model_config_for(config, data.cond.shape[-1]))
+    model = DanceDecoder(model_config)
+    ema = copy.deepcopy(model)
+    diffusion = EdgeDiffusion(model, config.edge.diffusion.timesteps,
+                              config.edge.diffusion.cond_drop_prob,
+                              config.edge.diffusion.guidance_weight).to(device)
+    ema.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate,
+                                  weight_decay=settings.weight_decay)
+    step, losses = 0, []
+    if previous is not None:
+        normalizer = previous.normalizer
+        model.load_state_dict(previous.model_state)
+        ema.load_state_dict(previous.ema_state)
+        optimizer.load_state_dict(previous.optimizer_state)
+        rng = previous.dancegen["rng"]
+        torch.set_rng_state(rng["torch"])
+        batches.set_state(rng["batches"])
+        if device.type == "cuda" and rng.get("cuda") is not None:
+            torch.cuda.set_rng_state(rng["cuda"])
+        step, losses = previous.step, list(run.state().get("losses", []))
+        log(f"resuming {config.edge.run_name} from step {step}")
+    else:
+        normalizer = MinMaxNormalizer.fit(data.motion)
+    resumed_from = step
+    normalizer.to(device)
+    motion = normalizer.normalize(data.motion.to(device))
+    cond = data.cond.to(device)
+
+    model.train()
+    tick, run_steps = time.perf_counter(), 0
+    while step < settings.steps:
+        index = torch.randint(len(motion), (settings.batch_size,), generator=batches)
+        total, parts = diffusion.loss(motion[index.to(device)], cond[index.to(device)])
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        ema_update(ema, model, settings.ema_decay)
+        step += 1
+        run_steps += 1
+        if step % settings.log_every == 0 or step == settings.steps:
+            losses.append([step, float(total)] + [float(v) for v in parts.values()])
+            log(f"step {step}/{settings.steps} loss {float(total):.4f}")
+        if step % settings.checkpoint_every == 0 or step == settings.steps:
+            rng = {"torch": torch.get_rng_state(), "batches": batches.get_state(),
+                   "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None}
+            checkpoint = EdgeCheckpoint(
+                model_config=model_config, ema_state=ema.state_dict(),
+                model_state=model.state_dict(), normalizer=normalizer,
+                optimizer_state=optimizer.state_dict(),
+                dancegen={"step": step, "rng": rng, "smpl_scaling": data.smpl_scaling,
+                          "features": config.edge.features, "fps": config.dataset.fps},
+            )
+            run.save(checkpoint, {"step": step, "steps": settings.steps, "losses": losses,
+                                  "loss_columns": ["step", "total", *parts],
+                                  "windows": len(motion)}, publish=True)
+    seconds = time.perf_counter() - started
+    rate = run_steps / max(time.perf_counter() - tick, 1e-9)
+    first = losses[0][1] if losses else float("nan")
+    last = losses[-1][1] if losses else float("nan")
+    return EdgeTrainResult(run.checkpoint_url, step, resumed_from, len(motion), first, last,
+                           seconds, rate)
+
+
+@task(name="train-edge-model", cache_policy=NO_CACHE, persist_result=False)
+def train_edge_model(inputs_url: str, store_url: str, config: DancegenConfig) -> dict:
+    """Prefect task (on a Ray worker with the configured resources): run the training loop."""
+    logger = get_run_logger()
+    return asdict(train_edge_now(inputs_url, store_url, config, log=logger.info))
