@@ -124,7 +124,11 @@ def _edge(checkpoint_url: str, version: str, timesteps: int, guidance: float) ->
     checkpoint = load_checkpoint(checkpoint_url)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = DanceDecoder(checkpoint.model_config)
-    model.load_state_dict(checkpoint.ema_state)  # EDGE samples with the EMA weights
+    try:
+        model.load_state_dict(checkpoint.ema_state)  # EDGE samples with the EMA weights
+    except RuntimeError as error:
+        raise InputError(f"{checkpoint_url}: weights do not fit a DanceDecoder of "
+                         f"{checkpoint.model_config} ({error})") from None
     diffusion = EdgeDiffusion(model, timesteps, guidance_weight=guidance).to(device).eval()
     scaling = checkpoint.dancegen.get("smpl_scaling")
     return WorkerEdge(diffusion, checkpoint.normalizer.to(device),

@@ -127,8 +127,8 @@ def train_edge_now(inputs_url: str, store_url: str, config: DancegenConfig,
         step += 1
         run_steps += 1
         if step % settings.log_every == 0 or step == settings.steps:
-            losses.append([step, float(total)] + [float(v) for v in parts.values()])
-            log(f"step {step}/{settings.steps} loss {float(total):.4f}")
+            losses.append([step, total.item()] + [v.item() for v in parts.values()])
+            log(f"step {step}/{settings.steps} loss {total.item():.4f}")
         if step % settings.checkpoint_every == 0 or step == settings.steps:
             rng = {"torch": torch.get_rng_state(), "batches": batches.get_state(),
                    "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None}

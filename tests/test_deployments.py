@@ -48,7 +48,7 @@ def test_scheduled_build_is_incremental_and_single_writer() -> None:
 def test_verify_reads_the_upstream_run(fixtures_dir: Path, tmp_path: Path,
                                        config: DancegenConfig) -> None:
     out = str(tmp_path / "store.zarr")
-    overrides = ["stages=[motion]", "dataset.version=v7"]
+    overrides = ["stages=[motion]", "dataset.version=v7", "edge.synthesis.music=null"]
     build = build_dataset.with_options(task_runner=RayTaskRunner())(
         inputs=str(fixtures_dir), out=out, config="configs/local-cpu.yaml",
         overrides=overrides, return_state=True)

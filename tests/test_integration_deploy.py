@@ -129,7 +129,7 @@ def test_deploy_run_on_cluster_and_trigger_verify(operator_env: dict[str, str],
     _prefect(env, "work-pool", "create", "dancegen", "--type", "process")
     _prefect(env, "deploy", "--all")
     params = {"inputs": inputs, "out": out, "config": "configs/local-cpu.yaml",
-              "overrides": ["stages=[motion, music]"]}
+              "overrides": ["stages=[motion, music]", "edge.synthesis.music=null"]}
     _prefect(env, "deployment", "run", "build-dataset/build-dataset-nightly",
              "--params", json.dumps(params))
 
