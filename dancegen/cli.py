@@ -115,6 +115,7 @@ def motion_eval(
     inputs: Annotated[str, typer.Option(help="Inputs root in the AIST++ layout (reference).")],
     store: Annotated[str, typer.Option(help="Store root holding pseudo-motions/.")],
     config: ConfigOpt = DEFAULT_CONFIG,
+    set_: SetOpt = None,
     variant: Annotated[str, typer.Option(help="Beat align: bailando (default) or fact.")] = (
         "bailando"),
 ) -> None:
@@ -124,7 +125,7 @@ def motion_eval(
     from dancegen.tasks.motion_eval import motion_quality_table
 
     try:
-        fps = load_config(config).dataset.fps
+        fps = load_config(config, set_).dataset.fps
         table = motion_quality_table(inputs, PseudoMotionRoot(store).url, fps, variant)
     except DancegenError as error:
         _fail(error)
@@ -221,7 +222,7 @@ def demo(
     if ok:
         dataset_preview(str(store), out=workdir / "preview.png", segment=0, frame=45)
         typer.secho("[5/5] motion quality", bold=True)
-        motion_eval(str(inputs), str(store), config)
+        motion_eval(str(inputs), str(store), config, set_)
     raise typer.Exit(0 if ok else 1)
 
 

@@ -30,7 +30,7 @@ from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 
 from dancegen.config import DancegenConfig, RayConfig, load_config
-from dancegen.errors import InputError
+from dancegen.errors import ConfigError, InputError
 from dancegen.storage.aistpp import AistppInputs, InputRoots
 from dancegen.storage.contract import dims_for
 from dancegen.storage.dataset import DatasetStore, Layout
@@ -39,6 +39,7 @@ from dancegen.storage.location import StoreLocation, file_version
 from dancegen.storage.pseudo_motions import PseudoMotionRoot, music_files
 from dancegen.storage.segments import shard_ranges, stable_order
 from dancegen.tasks import metrics
+from dancegen.tasks.edge_data import check_feature_backend
 from dancegen.tasks.edge_synthesis import TrackResult, TrackUnit, synthesize_track, track_key
 from dancegen.tasks.plan import plan_segments
 from dancegen.tasks.shard import ShardResult, ShardUnit, build_shard
@@ -199,8 +200,8 @@ def _resolve_under(root: AistppInputs, location: str) -> str:
 
 
 def _track_units(
-    pseudo: PseudoMotionRoot, music_root: str, checkpoint: str,
-    smpl_scaling: float | None, config: DancegenConfig, summary: BuildSummary,
+    pseudo: PseudoMotionRoot, music_root: str, checkpoint: str, smpl_scaling: float | None,
+    fallback_scaling: float | None, config: DancegenConfig, summary: BuildSummary,
 ) -> list[TrackUnit]:
     """Tracks of the music folder whose pseudo-motion is missing or stale; drop removed ones."""
     token = file_version(checkpoint) or ""
@@ -208,8 +209,9 @@ def _track_units(
     music = StoreLocation.parse(music_root)
     for name in music_files(music_root):
         sha = hashlib.sha256(music.read_bytes(name) or b"").hexdigest()
-        key = track_key(sha, token, smpl_scaling, config)
-        unit = TrackUnit(music.url, name, sha, pseudo.url, checkpoint, smpl_scaling, key)
+        key = track_key(sha, token, (smpl_scaling, fallback_scaling), config)
+        unit = TrackUnit(music.url, name, sha, pseudo.url, checkpoint, smpl_scaling,
+                         fallback_scaling, key)
         wanted.add(unit.music_id)
         if records.get(unit.music_id, {}).get("key") == key:
             summary.tracks_skipped += 1
@@ -234,15 +236,22 @@ def _synthesize(
     checkpoint = synthesis.checkpoint or EdgeRun(dataset.store, config.edge.run_name).checkpoint_url
     if synthesis.checkpoint:
         checkpoint = _resolve_under(source, synthesis.checkpoint)
-    if file_version(checkpoint) is None:
-        input_failures["inputs/synthesis"] = (
-            f"EDGE checkpoint not found: {checkpoint} (train one with `dancegen edge train`, "
-            "or set edge.synthesis.checkpoint)")
+    problem = None
+    try:
+        check_feature_backend(config)
+    except ConfigError as error:
+        problem = str(error)
+    if problem is None and file_version(checkpoint) is None:
+        problem = (f"EDGE checkpoint not found: {checkpoint} (train one with `dancegen edge "
+                   "train`, or set edge.synthesis.checkpoint)")
+    if problem is None and not music_files(music_root):
+        # a missing or mistyped folder must not delete the pseudo-motions made so far
+        problem = f"no audio files in {music_root}"
+    if problem is not None:  # synthesis fails alone; finished pseudo-motions stay in the build
+        input_failures["inputs/synthesis"] = problem
         return pseudo.url if pseudo.records() else None
-    if not music_files(music_root):
-        input_failures["inputs/synthesis"] = f"no audio files in {music_root}"
-    scaling = synthesis.smpl_scaling or median_scaling
-    units = _track_units(pseudo, music_root, checkpoint, scaling, config, summary)
+    units = _track_units(pseudo, music_root, checkpoint, synthesis.smpl_scaling,
+                         median_scaling, config, summary)
     logger.info("pseudo-motions: %d tracks to synthesise, %d up to date", len(units),
                 summary.tracks_skipped)
     track_task = synthesize_track.with_options(retries=config.ray.retries)

@@ -50,7 +50,9 @@ def train_edge(
     logger = get_run_logger()
     run = EdgeRun(out, config.edge.run_name)
     with remote_options(**config.ray.resources("edge_train").ray_options()):
-        future = train_edge_model.submit(inputs, out, config)
+        # a lost worker is retried; the retry resumes from the last checkpoint in the store
+        future = train_edge_model.with_options(retries=config.ray.retries).submit(
+            inputs, out, config)
     try:
         result = future.result()
     except Exception as error:  # the task's own state holds the traceback

@@ -25,7 +25,8 @@ def _ffmpeg_decode(data: bytes) -> tuple[np.ndarray, int]:
                "-ac", "1", "-ar", str(FFMPEG_RATE), "pipe:1"]
     done = subprocess.run(command, input=data, capture_output=True, check=False)
     if done.returncode != 0:
-        raise ValueError(done.stderr.decode(errors="replace").strip().splitlines()[-1:] or "")
+        lines = done.stderr.decode(errors="replace").strip().splitlines()
+        raise ValueError(lines[-1] if lines else f"ffmpeg exited with {done.returncode}")
     return np.frombuffer(done.stdout, dtype="<f4").copy(), FFMPEG_RATE
 
 

@@ -15,6 +15,7 @@ EDGE's published head count unless the file says otherwise.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import posixpath
 import re
@@ -149,7 +150,8 @@ def save_checkpoint(checkpoint: EdgeCheckpoint, url: str) -> None:
 class EdgeRun:
     """A training run's files in the store, ``<store>/models/edge/<run>/``::
 
-        checkpoint.pt              the latest EMA weights in EDGE's layout (what synthesis loads)
+        checkpoint.pt              the finished run's weights in EDGE's layout (what synthesis
+                                   loads); written once training reaches its step count
         checkpoints/step-NNNNNNNN.pt   resumable checkpoints (optimizer, RNG, step); last few kept
         train.json                 progress: step, latest checkpoint, loss history, timings
         windows/<key>.pt           the prepared training windows, keyed by inputs and settings
@@ -181,11 +183,18 @@ class EdgeRun:
         return load_checkpoint(self.location.child(state["checkpoint"]).url)
 
     def save(self, checkpoint: EdgeCheckpoint, state: dict[str, Any], publish: bool) -> None:
-        """Write a resumable checkpoint, then ``train.json``; prune old ones; maybe publish."""
+        """Write a resumable checkpoint, then ``train.json``; prune old ones.
+
+        ``publish`` (at the end of training) also writes ``checkpoint.pt`` for synthesis:
+        weights and normaliser only, so that a run still in progress is never sampled from.
+        """
         key = f"checkpoints/step-{checkpoint.step:08d}.pt"
         self.location.write_bytes(key, checkpoint_bytes(checkpoint))
         if publish:
-            self.location.write_bytes("checkpoint.pt", checkpoint_bytes(checkpoint))
+            slim = dataclasses.replace(
+                checkpoint, optimizer_state={},
+                dancegen={k: v for k, v in checkpoint.dancegen.items() if k != "rng"})
+            self.location.write_bytes("checkpoint.pt", checkpoint_bytes(slim))
         self.location.write_json("train.json", {**state, "checkpoint": key})
         for old in self.checkpoints()[: -self.KEEP]:
             self.location.delete(old)

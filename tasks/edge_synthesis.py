@@ -29,7 +29,7 @@ from prefect.cache_policies import NO_CACHE
 
 from dancegen.config import DancegenConfig
 from dancegen.errors import InputError
-from dancegen.models.edge import DanceDecoder
+from dancegen.models.edge import BASELINE_FEATURE_DIM, JUKEBOX_FEATURE_DIM, DanceDecoder
 from dancegen.models.edge_diffusion import EdgeDiffusion
 from dancegen.models.edge_normalizer import MinMaxNormalizer
 from dancegen.models.motion_repr import (
@@ -42,8 +42,10 @@ from dancegen.storage.audio import decode_audio
 from dancegen.storage.edge_checkpoint import load_checkpoint
 from dancegen.storage.location import StoreLocation, file_version
 from dancegen.tasks.edge_data import music_conditioning
+from dancegen.tasks.retries import retry_unless_deterministic
 
 SYNTHESIS_VERSION = 1           # bump when the output of a track changes for the same key
+FEATURE_DIMS = {"baseline": BASELINE_FEATURE_DIM, "jukebox": JUKEBOX_FEATURE_DIM}
 
 
 def pseudo_music_id(file_name: str, sha256: str) -> str:
@@ -69,7 +71,8 @@ class TrackUnit:
     music_sha256: str
     pseudo_url: str
     checkpoint_url: str
-    smpl_scaling: float | None  # None: the checkpoint's own record
+    smpl_scaling: float | None      # from the config; None: the checkpoint's record, else...
+    fallback_scaling: float | None  # ...the primary inputs' median body scale
     key: str
 
     @property
@@ -100,10 +103,11 @@ class TrackResult:
     seconds: float
 
 
-def track_key(music_sha256: str, checkpoint_token: str, smpl_scaling: float | None,
+def track_key(music_sha256: str, checkpoint_token: str, scalings: tuple[float | None, ...],
               config: DancegenConfig) -> str:
-    """Everything a pseudo-motion depends on."""
-    parts = [music_sha256, checkpoint_token, repr(smpl_scaling), SYNTHESIS_VERSION,
+    """Everything a pseudo-motion depends on (the content of the music, not its file name:
+    two copies of a track get the same dance)."""
+    parts = [music_sha256, checkpoint_token, repr(scalings), SYNTHESIS_VERSION,
              config.section_hash("dataset", "music"),
              config.edge.diffusion.model_dump_json(), config.edge.synthesis.seed]
     return hashlib.sha256(repr(parts).encode()).hexdigest()
@@ -145,6 +149,20 @@ def worker_edge(checkpoint_url: str, config: DancegenConfig) -> WorkerEdge:
     return _edge(checkpoint_url, version, diffusion.timesteps, diffusion.guidance_weight)
 
 
+def check_fits(edge: WorkerEdge, checkpoint_url: str, config: DancegenConfig) -> None:
+    """The checkpoint must take the configured features and make windows of the dataset."""
+    model = edge.diffusion.model.config
+    features = config.edge.features
+    expected = FEATURE_DIMS[features]
+    if model.cond_feature_dim != expected:
+        raise InputError(f"{checkpoint_url} is conditioned on {model.cond_feature_dim}-d music "
+                         f"features, edge.features={features} gives {expected}-d")
+    frames = config.dataset.segment_frames
+    if model.seq_len != frames or edge.fps != config.dataset.fps:
+        raise InputError(f"{checkpoint_url} makes {model.seq_len}-frame windows at {edge.fps} "
+                         f"fps; the dataset has {frames} frames at {config.dataset.fps} fps")
+
+
 def window_starts_covering(seconds: float, window: float) -> list[float]:
     """Half-overlapping window starts whose windows cover ``seconds`` (the last one padded)."""
     stride = window / 2
@@ -183,13 +201,11 @@ def synthesize_track_now(unit: TrackUnit, config: DancegenConfig) -> TrackResult
     audio, rate = decode_audio(data, f"{music.url}/{unit.music_file}")
     seconds = len(audio) / rate
     edge = worker_edge(unit.checkpoint_url, config)
-    scaling = unit.smpl_scaling or edge.smpl_scaling
+    check_fits(edge, unit.checkpoint_url, config)
+    scaling = unit.smpl_scaling or edge.smpl_scaling or unit.fallback_scaling
     if scaling is None:
         raise InputError(f"{unit.checkpoint_url} does not record the training set's "
                          "smpl_scaling: set edge.synthesis.smpl_scaling")
-    if edge.fps != config.dataset.fps:
-        raise InputError(f"{unit.checkpoint_url} samples at {edge.fps} fps, the dataset is "
-                         f"{config.dataset.fps} fps")
     starts = window_starts_covering(seconds, config.dataset.segment_seconds)
     cond = music_conditioning(audio, rate, starts, unit.music_id, config)
     diffusion = config.edge.diffusion
@@ -214,7 +230,8 @@ def synthesize_track_now(unit: TrackUnit, config: DancegenConfig) -> TrackResult
 
 
 @task(name="synthesize-track", task_run_name="synthesize-{unit.music_file}",
-      cache_policy=NO_CACHE, persist_result=False)
+      cache_policy=NO_CACHE, persist_result=False,
+      retry_condition_fn=retry_unless_deterministic)
 def synthesize_track(unit: TrackUnit, config: DancegenConfig) -> TrackResult:
     """Prefect task (on a Ray worker): one track's pseudo-motion."""
     return synthesize_track_now(unit, config)

@@ -18,6 +18,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from dancegen.config import DancegenConfig
+from dancegen.errors import ConfigError
 from dancegen.models.edge import DanceDecoder, EdgeModelConfig
 from dancegen.models.edge_diffusion import EdgeDiffusion, ema_update
 from dancegen.models.edge_normalizer import MinMaxNormalizer
@@ -30,6 +31,7 @@ from dancegen.tasks.edge_data import (
     training_sequences,
     windows_key,
 )
+from dancegen.tasks.retries import retry_unless_deterministic
 
 
 @dataclass
@@ -55,17 +57,31 @@ def model_config_for(config: DancegenConfig, feature_dim: int) -> EdgeModelConfi
                            dropout=sizes.dropout)
 
 
-def load_windows(inputs_url: str, run: EdgeRun, config: DancegenConfig) -> EdgeWindows:
-    """The training windows, from the store's cache when inputs and settings are unchanged."""
+def load_windows(inputs_url: str, run: EdgeRun,
+                 config: DancegenConfig) -> tuple[EdgeWindows, str]:
+    """The training windows and their key; from the store's cache when nothing changed."""
     inputs = AistppInputs(inputs_url)
     sequences = training_sequences(inputs)
     key = windows_key(inputs, sequences, config)
     cached = run.read_windows(key)
     if cached is not None:
-        return EdgeWindows.from_bytes(cached)
+        return EdgeWindows.from_bytes(cached), key
     windows = build_windows(inputs, sequences, config)
     run.write_windows(key, windows.to_bytes())
-    return windows
+    return windows, key
+
+
+def _check_resumable(run: EdgeRun, trained: EdgeModelConfig, configured: EdgeModelConfig,
+                     data_key: str, config: DancegenConfig) -> None:
+    """A run continues only with the model and data it started with (normaliser included)."""
+    name = config.edge.run_name
+    if trained != configured:
+        raise ConfigError(f"EDGE run {name!r} was trained with {trained}, the config now says "
+                          f"{configured}: set a new edge.run_name to train that model")
+    recorded = (run.state() or {}).get("windows_key")
+    if recorded is not None and recorded != data_key:
+        raise ConfigError(f"EDGE run {name!r} was trained on other data (inputs or window "
+                          "settings changed): set a new edge.run_name to train on these")
 
 
 def _device() -> torch.device:
@@ -79,14 +95,15 @@ def train_edge_now(inputs_url: str, store_url: str, config: DancegenConfig,
     settings = config.edge.train
     started = time.perf_counter()
     run = EdgeRun(store_url, config.edge.run_name)
-    data = load_windows(inputs_url, run, config)
+    data, data_key = load_windows(inputs_url, run, config)
     device = _device()
     torch.manual_seed(settings.seed)
     batches = torch.Generator().manual_seed(settings.seed)  # which windows each step sees
 
     previous = run.latest()
-    model_config = (previous.model_config if previous
-                    else model_config_for(config, data.cond.shape[-1]))
+    model_config = model_config_for(config, data.cond.shape[-1])
+    if previous is not None:
+        _check_resumable(run, previous.model_config, model_config, data_key, config)
     model = DanceDecoder(model_config)
     ema = copy.deepcopy(model)
     diffusion = EdgeDiffusion(model, config.edge.diffusion.timesteps,
@@ -141,7 +158,8 @@ def train_edge_now(inputs_url: str, store_url: str, config: DancegenConfig,
             )
             run.save(checkpoint, {"step": step, "steps": settings.steps, "losses": losses,
                                   "loss_columns": ["step", "total", *parts],
-                                  "windows": len(motion)}, publish=True)
+                                  "windows": len(motion), "windows_key": data_key},
+                     publish=step == settings.steps)
     seconds = time.perf_counter() - started
     rate = run_steps / max(time.perf_counter() - tick, 1e-9)
     first = losses[0][1] if losses else float("nan")
@@ -150,7 +168,8 @@ def train_edge_now(inputs_url: str, store_url: str, config: DancegenConfig,
                            seconds, rate)
 
 
-@task(name="train-edge-model", cache_policy=NO_CACHE, persist_result=False)
+@task(name="train-edge-model", cache_policy=NO_CACHE, persist_result=False,
+      retry_condition_fn=retry_unless_deterministic)
 def train_edge_model(inputs_url: str, store_url: str, config: DancegenConfig) -> dict:
     """Prefect task (on a Ray worker with the configured resources): run the training loop."""
     logger = get_run_logger()

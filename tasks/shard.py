@@ -9,11 +9,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from dancegen.config import DancegenConfig
-from dancegen.errors import InputError
 from dancegen.storage.aistpp import InputRoots
 from dancegen.storage.dataset import DatasetStore
 from dancegen.storage.segments import Segment
 from dancegen.tasks import metrics
+from dancegen.tasks.retries import retry_unless_deterministic
 from dancegen.tasks.stages import STAGES
 
 
@@ -46,17 +46,6 @@ class ShardResult:
     seconds: float
 
 
-def _retry_unless_input_error(task, task_run, state) -> bool:
-    """Bad input is deterministic: retry only other errors (store hiccups, lost workers)."""
-    try:
-        state.result()
-    except InputError:
-        return False
-    except Exception:
-        return True
-    return False
-
-
 def build_shard_now(unit: ShardUnit, config: DancegenConfig) -> ShardResult:
     """Compute ``unit.stage`` for the shard's segments and write arrays + completion record."""
     started = time.perf_counter()
@@ -75,7 +64,7 @@ def build_shard_now(unit: ShardUnit, config: DancegenConfig) -> ShardResult:
     task_run_name="{unit.stage}-shard-{unit.shard}",
     cache_policy=NO_CACHE,       # completion records in the store are the cache
     persist_result=False,        # results are small and the arrays are already in the store
-    retry_condition_fn=_retry_unless_input_error,
+    retry_condition_fn=retry_unless_deterministic,
 )
 def build_shard(unit: ShardUnit, config: DancegenConfig) -> ShardResult:
     """Prefect task (run on a Ray worker): build one shard of one stage."""

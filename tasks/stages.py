@@ -125,12 +125,11 @@ def render_shared_digest(roots: InputRoots, config: DancegenConfig) -> str:
     from dancegen.tasks.render_stage import resolve_body_model
 
     parts = [body_model_digest(resolve_body_model(roots.primary, config.render))]
-    for inputs in roots.all():
-        keys = inputs.camera_files()
-        if inputs is roots.pseudo:  # its mapping grows with every track; settings suffice
-            keys = [key for key in keys if key.endswith(".json")]
-        parts += [inputs.sha256(key) for key in keys]
-        parts += [f"{name}:{size}" for name, size in inputs.video_listing()]  # too big to hash
+    # the pseudo-motion root's cameras are a copy of the primary's most used setting, which
+    # is hashed here already: leaving them out keeps AIST++ shards valid as tracks come and go
+    inputs = roots.primary
+    parts += [inputs.sha256(key) for key in inputs.camera_files()]
+    parts += [f"{name}:{size}" for name, size in inputs.video_listing()]  # too big to hash
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 

@@ -28,19 +28,29 @@ def test_demo_runs_the_main_job_and_is_idempotent(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     out = first.stdout
     assert re.search(r"Prefect API http://127\.0\.0\.1:\d+/api", out)  # a real local server
-    assert "Completed: 14 segments; shards written 12, skipped 0, failed 0" in out
+    trained = re.search(r"Completed: EDGE edge-tiny: 300 steps, loss ([\d.]+) -> ([\d.]+)", out)
+    assert trained and float(trained.group(2)) < 0.5 * float(trained.group(1))
+    assert ("Completed: pseudo-motion tracks 2 new, 0 kept, 0 failed; 18 segments; "
+            "shards written 15, skipped 0, failed 0") in out
     assert "(SYNTHETIC stand-in inputs)" in out
-    assert "stage music: 4/4 shards complete" in out
+    assert "sources edge 4, synthetic 14" in out
+    assert "stage music: 5/5 shards complete" in out
     assert (tmp_path / ".dancegen/prefect/prefect.db").exists()  # runs were recorded there
+    assert (tmp_path / "work/store.zarr/models/edge/edge-tiny/checkpoint.pt").exists()
     store = zarr.open_group(str(tmp_path / "work/store.zarr/v1"), mode="r")
-    assert store["music/baseline"].shape == (14, 150, 35)
-    assert store["maps/depth"].shape == (14, 150, 128, 128)
+    assert store["music/baseline"].shape == (18, 150, 35)
+    assert store["maps/depth"].shape == (18, 150, 128, 128)
     preview = iio.imread(tmp_path / "work/preview.png")
     assert preview.shape == (128, 7 * 128, 3) and preview.std() > 10
+    table = out[out.index("| set | clips |"):]
+    assert "| generated (EDGE pseudo-motions) | 2 |" in table
+    assert "| training motions (reference) | 4 |" in table
 
     second = dancegen("demo", "--workdir", "work", cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "shards written 0, skipped 12, failed 0" in second.stdout
+    assert "300 steps (resumed from 300)" not in second.stdout  # headline is the same run
+    assert "pseudo-motion tracks 0 new, 2 kept, 0 failed" in second.stdout
+    assert "shards written 0, skipped 15, failed 0" in second.stdout
 
 
 def test_info_describes_a_store_and_refuses_an_empty_one(tmp_path: Path) -> None:

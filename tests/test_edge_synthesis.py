@@ -75,12 +75,13 @@ def test_one_track_becomes_an_aistpp_motion(fixtures_dir: Path, trained_store: P
     root = PseudoMotionRoot(tmp_path)
     pseudo = Path(root.url)
     unit = TrackUnit(str(fixtures_dir / "new_music"), "new_track_b.flac", "f" * 64, str(pseudo),
-                     EdgeRun(str(trained_store), "edge-tiny").checkpoint_url, None, "key-1")
+                     EdgeRun(str(trained_store), "edge-tiny").checkpoint_url, None, 50.0, "key-1")
     result = synthesize_track_now(unit, config)
     assert result.windows == 3 and result.frames == 300  # 10 s of music at 30 fps
     motion = AistppInputs(str(pseudo)).load_motion(f"motions/{unit.sequence}.pkl")
     assert motion.poses.shape == (300, 72) and motion.fps == 30.0
-    assert motion.scaling == pytest.approx(95.0)  # the training set's, from the checkpoint
+    # the training set's body scale, which the checkpoint records, beats the fallback (50)
+    assert motion.scaling == pytest.approx(95.0)
     assert np.isfinite(motion.poses).all() and np.isfinite(motion.trans).all()
     assert root.records()[unit.music_id]["key"] == "key-1"
     # the same seed and music give the same dance
@@ -88,6 +89,10 @@ def test_one_track_becomes_an_aistpp_motion(fixtures_dir: Path, trained_store: P
     assert again.frames == 300
     np.testing.assert_array_equal(
         AistppInputs(str(pseudo)).load_motion(f"motions/{unit.sequence}.pkl").poses, motion.poses)
+    # a checkpoint that does not fit the configured features fails clearly (and is not retried)
+    with pytest.raises(InputError, match=r"conditioned on 35-d music features, "
+                                         r"edge\.features=jukebox gives 4800-d"):
+        synthesize_track_now(unit, _config("edge.features=jukebox"))
 
 
 def _build(inputs: Path, out: Path, config: DancegenConfig):
@@ -129,6 +134,16 @@ def test_build_adds_rendered_pseudo_motions_and_resumes(fixtures_dir: Path, trai
     assert third["tracks_skipped"] == 1
     remaining = [s for s in DatasetStore(out, "v1").segments() if s.source == "edge"]
     assert len(remaining) == 1 and "newtrackb" in remaining[0].sequence
+
+    # a mistyped music folder fails synthesis alone and keeps the pseudo-motions made so far
+    typo = _config(f"edge.synthesis.music={tmp_path}/musik",
+                   f"edge.synthesis.checkpoint={checkpoint}")
+    fourth = _build(fixtures_dir, out, typo)
+    assert fourth.is_failed()
+    failures = fourth.result(raise_on_failure=False)["failures"]
+    assert "no audio files in" in failures["inputs/synthesis"]
+    assert [s.id for s in DatasetStore(out, "v1").segments() if s.source == "edge"] == [
+        s.id for s in remaining]
 
 
 @pytest.mark.slow

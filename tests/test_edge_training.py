@@ -76,6 +76,10 @@ def test_resume_after_interruption_gives_the_same_weights(fixtures_dir, tmp_path
     # a finished run is not trained further
     again = train_edge_now(str(fixtures_dir), str(tmp_path / "b"), straight, log=lambda _: 0)
     assert again.resumed_from == 12 and again.steps == 12
+    # nor continued with another model under the same name
+    wider = _config("edge.train.steps=14", "edge.model.latent_dim=96")
+    with pytest.raises(ConfigError, match=r"set a new edge\.run_name"):
+        train_edge_now(str(fixtures_dir), str(tmp_path / "b"), wider, log=lambda _: 0)
 
 
 def test_jukebox_features_are_refused_until_extraction_exists(fixtures_dir, tmp_path) -> None:

@@ -13,6 +13,7 @@ import soundfile as sf
 from scipy.spatial.transform import Rotation
 
 from dancegen.fixtures import (
+    NEW_MUSIC,
     FixtureSequence,
     beat_times,
     choreograph,
@@ -197,6 +198,7 @@ def test_layout_has_every_file(fixture_dir: Path) -> None:
     expected |= {f"motions/{s.name}.pkl" for s in sequences}
     expected |= {f"music/{s.music}.wav" for s in sequences}
     expected.add("smpl/SMPL_NEUTRAL.pkl")  # the procedural stand-in body model
+    expected |= {f"new_music/{name}" for name, _, _ in NEW_MUSIC}  # for EDGE pseudo-motions
     assert set(_snapshot(fixture_dir)) == expected
 
 
