@@ -12,11 +12,10 @@ is missing or stale.
 
 from __future__ import annotations
 
-import hashlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import (
@@ -24,28 +23,22 @@ from prefect.artifacts import (
     create_progress_artifact,
     update_progress_artifact,
 )
-from prefect.futures import as_completed
 from prefect.states import Completed, Failed, State
 from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 
 from dancegen.config import DancegenConfig, RayConfig, load_config
-from dancegen.errors import ConfigError, InputError
+from dancegen.errors import InputError
+from dancegen.flows.fanout import run_bounded
+from dancegen.flows.synthesis import synthesize_pseudo_motions
 from dancegen.storage.aistpp import AistppInputs, InputRoots
 from dancegen.storage.contract import dims_for
 from dancegen.storage.dataset import DatasetStore, Layout
-from dancegen.storage.edge_checkpoint import EdgeRun
-from dancegen.storage.location import StoreLocation, file_version
-from dancegen.storage.pseudo_motions import PseudoMotionRoot, music_files
 from dancegen.storage.segments import shard_ranges, stable_order
 from dancegen.tasks import metrics
-from dancegen.tasks.edge_data import check_feature_backend
-from dancegen.tasks.edge_synthesis import TrackResult, TrackUnit, synthesize_track, track_key
 from dancegen.tasks.plan import plan_segments
 from dancegen.tasks.shard import ShardResult, ShardUnit, build_shard
 from dancegen.tasks.stages import STAGES
-
-Unit = TypeVar("Unit")
 
 
 @dataclass
@@ -163,23 +156,6 @@ def _pending_units(
     return units
 
 
-def _run_bounded(
-    units: list[Unit], submit: Callable[[Unit], Any], window: int
-) -> Iterator[tuple[Unit, Any | BaseException]]:
-    """Submit units in a bounded window (Ray has no limit on pending tasks); yield outcomes."""
-    pending, in_flight = list(reversed(units)), {}
-    while pending or in_flight:
-        while pending and len(in_flight) < window:
-            unit = pending.pop()
-            in_flight[submit(unit)] = unit
-        future = next(as_completed(list(in_flight)))
-        unit = in_flight.pop(future)
-        try:
-            yield unit, future.result()
-        except BaseException as error:  # a failed unit must never stop the others
-            yield unit, error
-
-
 def _run_units(
     units: list[ShardUnit], config: DancegenConfig
 ) -> Iterator[tuple[ShardUnit, ShardResult | BaseException]]:
@@ -189,92 +165,7 @@ def _run_units(
         with remote_options(**config.ray.resources(unit.stage).ray_options()):
             return shard_task.submit(unit, config)
 
-    return _run_bounded(units, submit, config.ray.max_in_flight)
-
-
-def _resolve_under(root: AistppInputs, location: str) -> str:
-    """A configured location: as given when absolute or a URL, else under the inputs root."""
-    if "://" in location or location.startswith("/"):
-        return location
-    return root.location.child(location).url
-
-
-def _track_units(
-    pseudo: PseudoMotionRoot, music_root: str, checkpoint: str, smpl_scaling: float | None,
-    fallback_scaling: float | None, config: DancegenConfig, summary: BuildSummary,
-) -> list[TrackUnit]:
-    """Tracks of the music folder whose pseudo-motion is missing or stale; drop removed ones."""
-    token = file_version(checkpoint) or ""
-    records, units, wanted = pseudo.records(), [], set()
-    music = StoreLocation.parse(music_root)
-    for name in music_files(music_root):
-        sha = hashlib.sha256(music.read_bytes(name) or b"").hexdigest()
-        key = track_key(sha, token, (smpl_scaling, fallback_scaling), config)
-        unit = TrackUnit(music.url, name, sha, pseudo.url, checkpoint, smpl_scaling,
-                         fallback_scaling, key)
-        wanted.add(unit.music_id)
-        if records.get(unit.music_id, {}).get("key") == key:
-            summary.tracks_skipped += 1
-        else:
-            units.append(unit)
-    for music_id in set(records) - wanted:
-        pseudo.remove(music_id)
-    return units
-
-
-def _synthesize(
-    dataset: DatasetStore, source: AistppInputs, median_scaling: float | None,
-    config: DancegenConfig, summary: BuildSummary, input_failures: dict[str, str],
-) -> str | None:
-    """Bring the store's pseudo-motions up to date; returns their root (None: not configured)."""
-    synthesis = config.edge.synthesis
-    if synthesis.music is None:
-        return None
-    logger = get_run_logger()
-    pseudo = PseudoMotionRoot(dataset.store)
-    music_root = _resolve_under(source, synthesis.music)
-    checkpoint = synthesis.checkpoint or EdgeRun(dataset.store, config.edge.run_name).checkpoint_url
-    if synthesis.checkpoint:
-        checkpoint = _resolve_under(source, synthesis.checkpoint)
-    problem = None
-    try:
-        check_feature_backend(config)
-    except ConfigError as error:
-        problem = str(error)
-    if problem is None and file_version(checkpoint) is None:
-        problem = (f"EDGE checkpoint not found: {checkpoint} (train one with `dancegen edge "
-                   "train`, or set edge.synthesis.checkpoint)")
-    if problem is None and not music_files(music_root):
-        # a missing or mistyped folder must not delete the pseudo-motions made so far
-        problem = f"no audio files in {music_root}"
-    if problem is not None:  # synthesis fails alone; finished pseudo-motions stay in the build
-        input_failures["inputs/synthesis"] = problem
-        return pseudo.url if pseudo.records() else None
-    units = _track_units(pseudo, music_root, checkpoint, synthesis.smpl_scaling,
-                         median_scaling, config, summary)
-    logger.info("pseudo-motions: %d tracks to synthesise, %d up to date", len(units),
-                summary.tracks_skipped)
-    track_task = synthesize_track.with_options(retries=config.ray.retries)
-
-    def submit(unit: TrackUnit) -> Any:
-        with remote_options(**config.ray.resources("synthesis").ray_options()):
-            return track_task.submit(unit, config)
-
-    for unit, outcome in _run_bounded(units, submit, config.ray.max_in_flight):
-        if isinstance(outcome, TrackResult):
-            summary.tracks_synthesized += 1
-            dataset.clear_failure(unit.unit_id)
-            logger.info("%s: %.1f s of music -> %d frames (%d windows) in %.1f s",
-                        unit.music_file, outcome.music_seconds, outcome.frames, outcome.windows,
-                        outcome.seconds)
-        else:
-            reason = f"{type(outcome).__name__}: {outcome}"
-            summary.tracks_failed += 1
-            summary.failures[unit.unit_id] = reason
-            dataset.record_failure(unit.unit_id, reason, {"kind": "synthesis",
-                                                          "music_file": unit.music_file})
-            logger.error("%s failed: %s", unit.unit_id, reason)
-    return pseudo.url if pseudo.finalize(source) else None
+    return run_bounded(units, submit, config.ray.max_in_flight)
 
 
 @flow(name="build-dataset", task_runner=RayTaskRunner())
@@ -301,8 +192,13 @@ def build_dataset(
     source = AistppInputs(inputs)
     dataset.store.check_reachable()
     input_failures = dict(plan.failed)
-    pseudo_url = _synthesize(dataset, source, plan.median_smpl_scaling, config, summary,
-                             input_failures)
+    synthesis = synthesize_pseudo_motions(dataset, source, plan.median_smpl_scaling, config)
+    pseudo_url = synthesis.root
+    summary.tracks_synthesized, summary.tracks_skipped = synthesis.synthesized, synthesis.skipped
+    track_failures = {u: r for u, r in synthesis.failures.items() if u.startswith("synthesis/")}
+    summary.tracks_failed = len(track_failures)
+    summary.failures.update(track_failures)
+    input_failures.update({u: r for u, r in synthesis.failures.items() if u not in track_failures})
     planned = list(plan.segments)
     if pseudo_url is not None:
         pseudo_plan = plan_segments(pseudo_url, config)

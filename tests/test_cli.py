@@ -28,7 +28,7 @@ def test_demo_runs_the_main_job_and_is_idempotent(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     out = first.stdout
     assert re.search(r"Prefect API http://127\.0\.0\.1:\d+/api", out)  # a real local server
-    trained = re.search(r"Completed: EDGE edge-tiny: 300 steps, loss ([\d.]+) -> ([\d.]+)", out)
+    trained = re.search(r"Completed: EDGE edge-tiny: 600 steps, loss ([\d.]+) -> ([\d.]+)", out)
     assert trained and float(trained.group(2)) < 0.5 * float(trained.group(1))
     assert ("Completed: pseudo-motion tracks 2 new, 0 kept, 0 failed; 18 segments; "
             "shards written 15, skipped 0, failed 0") in out
@@ -48,7 +48,7 @@ def test_demo_runs_the_main_job_and_is_idempotent(tmp_path: Path) -> None:
 
     second = dancegen("demo", "--workdir", "work", cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "300 steps (resumed from 300)" not in second.stdout  # headline is the same run
+    assert "Completed: EDGE edge-tiny: 600 steps" in second.stdout  # nothing left to train
     assert "pseudo-motion tracks 0 new, 2 kept, 0 failed" in second.stdout
     assert "shards written 0, skipped 15, failed 0" in second.stdout
 

@@ -1,0 +1,127 @@
+"""The build's synthesis phase: bring the store's EDGE pseudo-motions up to date.
+
+    edge.synthesis.music --one synthesize-track per new or changed track (Ray)-->
+        <store>/pseudo-motions/ (AIST++ layout), planned next to the inputs by build-dataset
+
+Tracks are content-addressed: a track's record key covers its bytes, the checkpoint and the
+sampling settings, so a re-run samples only what is new or changed, and drops the
+pseudo-motions of tracks removed from a folder that still has music. Anything that stops the
+whole phase (no checkpoint, features that cannot be computed, no music folder) is one failure,
+``inputs/synthesis``, and keeps the pseudo-motions made so far.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefect import get_run_logger
+from prefect_ray.context import remote_options
+
+from dancegen.config import DancegenConfig
+from dancegen.errors import ConfigError
+from dancegen.flows.fanout import run_bounded
+from dancegen.storage.aistpp import AistppInputs
+from dancegen.storage.dataset import DatasetStore
+from dancegen.storage.edge_checkpoint import EdgeRun
+from dancegen.storage.location import StoreLocation, file_version
+from dancegen.storage.pseudo_motions import PseudoMotionRoot, music_files
+from dancegen.tasks.edge_data import check_feature_backend
+from dancegen.tasks.edge_synthesis import TrackResult, TrackUnit, synthesize_track, track_key
+
+
+@dataclass
+class SynthesisOutcome:
+    """What the phase did, for the build summary; ``root`` is None without pseudo-motions."""
+
+    root: str | None = None
+    synthesized: int = 0
+    skipped: int = 0
+    failures: dict[str, str] = field(default_factory=dict)  # unit id -> reason
+
+
+def resolve_under(root: AistppInputs, location: str) -> str:
+    """A configured location: as given when absolute or a URL, else under the inputs root."""
+    if "://" in location or location.startswith("/"):
+        return location
+    return root.location.child(location).url
+
+
+def _blocker(config: DancegenConfig, checkpoint: str, music_root: str) -> str | None:
+    """Why no track can be sampled at all, or None."""
+    try:
+        check_feature_backend(config)
+    except ConfigError as error:
+        return str(error)
+    if file_version(checkpoint) is None:
+        return (f"EDGE checkpoint not found: {checkpoint} (train one with `dancegen edge "
+                "train`, or set edge.synthesis.checkpoint)")
+    if not music_files(music_root):  # a mistyped folder must not delete what exists
+        return f"no audio files in {music_root}"
+    return None
+
+
+def _track_units(pseudo: PseudoMotionRoot, music_root: str, checkpoint: str,
+                 scalings: tuple[float | None, float | None], config: DancegenConfig,
+                 outcome: SynthesisOutcome) -> list[TrackUnit]:
+    """Tracks whose pseudo-motion is missing or stale; drops tracks gone from the folder."""
+    token = file_version(checkpoint) or ""
+    records, units, wanted = pseudo.records(), [], set()
+    music = StoreLocation.parse(music_root)
+    for name in music_files(music_root):
+        sha = hashlib.sha256(music.read_bytes(name) or b"").hexdigest()
+        key = track_key(sha, token, scalings, config)
+        unit = TrackUnit(music.url, name, sha, pseudo.url, checkpoint, *scalings, key)
+        wanted.add(unit.music_id)
+        if records.get(unit.music_id, {}).get("key") == key:
+            outcome.skipped += 1
+        else:
+            units.append(unit)
+    for music_id in set(records) - wanted:
+        pseudo.remove(music_id)
+    return units
+
+
+def synthesize_pseudo_motions(dataset: DatasetStore, source: AistppInputs,
+                              median_scaling: float | None,
+                              config: DancegenConfig) -> SynthesisOutcome:
+    """Sample every new or changed track of ``edge.synthesis.music`` on Ray workers."""
+    synthesis, outcome = config.edge.synthesis, SynthesisOutcome()
+    if synthesis.music is None:
+        return outcome
+    logger = get_run_logger()
+    pseudo = PseudoMotionRoot(dataset.store)
+    music_root = resolve_under(source, synthesis.music)
+    checkpoint = (resolve_under(source, synthesis.checkpoint) if synthesis.checkpoint
+                  else EdgeRun(dataset.store, config.edge.run_name).checkpoint_url)
+    blocker = _blocker(config, checkpoint, music_root)
+    if blocker is not None:  # synthesis fails alone; finished pseudo-motions stay in the build
+        outcome.failures["inputs/synthesis"] = blocker
+        outcome.root = pseudo.url if pseudo.records() else None
+        return outcome
+    units = _track_units(pseudo, music_root, checkpoint, (synthesis.smpl_scaling, median_scaling),
+                         config, outcome)
+    logger.info("pseudo-motions: %d tracks to synthesise, %d up to date", len(units),
+                outcome.skipped)
+    track_task = synthesize_track.with_options(retries=config.ray.retries)
+
+    def submit(unit: TrackUnit) -> Any:
+        with remote_options(**config.ray.resources("synthesis").ray_options()):
+            return track_task.submit(unit, config)
+
+    for unit, result in run_bounded(units, submit, config.ray.max_in_flight):
+        if isinstance(result, TrackResult):
+            outcome.synthesized += 1
+            dataset.clear_failure(unit.unit_id)
+            logger.info("%s: %.1f s of music -> %d frames (%d windows) in %.1f s",
+                        unit.music_file, result.music_seconds, result.frames, result.windows,
+                        result.seconds)
+        else:
+            reason = f"{type(result).__name__}: {result}"
+            outcome.failures[unit.unit_id] = reason
+            dataset.record_failure(unit.unit_id, reason, {"kind": "synthesis",
+                                                          "music_file": unit.music_file})
+            logger.error("%s failed: %s", unit.unit_id, reason)
+    outcome.root = pseudo.url if pseudo.finalize(source) else None
+    return outcome
