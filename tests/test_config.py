@@ -25,6 +25,27 @@ def test_paper_config_has_the_papers_values() -> None:
     assert (t.stage3.steps, t.stage3.batch_size, t.stage3.frames) == (20000, 8, 24)
 
 
+def test_paper_config_has_edges_values() -> None:
+    edge = load_config(REPO / "configs/paper.yaml").edge
+    assert edge.features == "jukebox"  # EDGE's release is Jukebox-conditioned
+    assert (edge.model.latent_dim, edge.model.ff_size, edge.model.num_layers,
+            edge.model.num_heads, edge.model.dropout) == (512, 1024, 8, 8, 0.1)
+    d = edge.diffusion
+    assert (d.timesteps, d.cond_drop_prob, d.guidance_weight, d.sampling_steps, d.eta) == (
+        1000, 0.25, 2.0, 50, 1.0)
+    assert edge.train.window_stride_seconds == 0.5 and edge.train.ema_decay == 0.9999
+
+
+@pytest.mark.parametrize("override, field", [
+    ("edge.model.num_heads=5", "edge.model"),            # 512 is not divisible by 5
+    ("edge.features=mfcc", "edge.features"),
+    ("edge.diffusion.cond_drop_prob=1.5", "edge.diffusion.cond_drop_prob"),
+])
+def test_bad_edge_settings_name_the_field(override: str, field: str) -> None:
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        load_config(REPO / "configs/paper.yaml", [override])
+
+
 def test_local_config_is_small_and_local() -> None:
     cfg = load_config(REPO / "configs/local-cpu.yaml")
     assert cfg.ray.address is None and cfg.ray.num_cpus == 2
