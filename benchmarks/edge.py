@@ -54,8 +54,9 @@ def sampling(diffusion: EdgeDiffusion, seconds: float, steps: int) -> dict[str, 
 
 
 def loading(checkpoint_url: str, config: DancegenConfig, tracks: int) -> dict[str, float]:
-    """Per-track cost of getting the model: cached per worker vs loaded for every track."""
+    """Per-track cost of getting the model once a worker has it, vs loading it every track."""
     _edge.cache_clear()
+    worker_edge(checkpoint_url, config)  # the worker's first track loads it
 
     def reload() -> None:
         _edge.cache_clear()
@@ -86,6 +87,16 @@ def training_rate(model_config: EdgeModelConfig, batch: int, steps: int) -> floa
     return steps / _timed(lambda: [step() for _ in range(steps)])
 
 
+def _checkpoint(url: str, model_config: EdgeModelConfig, config: DancegenConfig) -> str:
+    """A randomly initialised checkpoint of the given size, written where synthesis reads it."""
+    model = DanceDecoder(model_config)
+    checkpoint = EdgeCheckpoint(model_config, model.state_dict(), model.state_dict(),
+                                MinMaxNormalizer.fit(torch.randn(2, 150, 151)), {},
+                                {"fps": config.dataset.fps, "smpl_scaling": 1.0})
+    save_checkpoint(checkpoint, url)
+    return url
+
+
 def main() -> None:
     """Print each figure and its ratio against the baseline measured in the same run."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -102,15 +113,13 @@ def main() -> None:
           f"{'CUDA' if torch.cuda.is_available() else 'CPU'})")
 
     with tempfile.TemporaryDirectory() as tmp:
-        model = DanceDecoder(model_config)
-        checkpoint = EdgeCheckpoint(model_config, model.state_dict(), model.state_dict(),
-                                    MinMaxNormalizer.fit(torch.randn(2, 150, 151)), {},
-                                    {"fps": config.dataset.fps, "smpl_scaling": 1.0})
-        url = f"{tmp}/checkpoint.pt"
-        save_checkpoint(checkpoint, url)
+        url = _checkpoint(f"{tmp}/tiny.pt", model_config, config)
         load = loading(url, config, tracks=5)
         edge = worker_edge(url, config)
         sample = sampling(edge.diffusion, args.seconds, steps)
+        paper_url = _checkpoint(f"{tmp}/paper.pt", EdgeModelConfig.paper(35), config)
+        paper_load = loading(paper_url, config, tracks=2)
+        _edge.cache_clear()
 
     print(f"sampling a {args.seconds:g}-s track ({sample['windows']} windows, {steps} DDIM "
           f"steps): batched {sample['batched_rate']:.1f} s of motion/s, one window at a time "
@@ -119,6 +128,9 @@ def main() -> None:
     print(f"model per track: cached {load['cached_s'] * 1e3:.2f} ms, loaded per track "
           f"{load['fresh_s'] * 1e3:.1f} ms")
     print(f"model-load ratio (per track / cached): {load['fresh_s'] / load['cached_s']:.0f}x")
+    print(f"paper-size model per track: cached {paper_load['cached_s'] * 1e3:.2f} ms, loaded "
+          f"per track {paper_load['fresh_s'] * 1e3:.0f} ms; ratio "
+          f"{paper_load['fresh_s'] / paper_load['cached_s']:.0f}x")
     tiny = training_rate(model_config, config.edge.train.batch_size, args.train_steps)
     paper = training_rate(EdgeModelConfig.paper(4800), 2, 1)
     print(f"training: {tiny:.2f} steps/s at batch {config.edge.train.batch_size} "
