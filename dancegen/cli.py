@@ -46,20 +46,33 @@ def fixtures(
     typer.echo(f"wrote synthetic AIST++-layout fixtures to {path} (see {path}/SYNTHETIC.md)")
 
 
-def run_build(config_file: str, overrides: list[str] | None, inputs: str, out: str) -> bool:
-    """Run the build flow against a Prefect API (a local server if none is configured)."""
+def run_flow(flow_name: str, config_file: str, overrides: list[str] | None, inputs: str,
+             out: str) -> bool:
+    """Run ``build-dataset`` or ``train-edge`` with the config's Ray, against a Prefect API (a
+    local server for the run unless PREFECT_API_URL names one); print its final state."""
     from dancegen.config import load_config
     from dancegen.flows.build_dataset import build_dataset, ray_task_runner
+    from dancegen.flows.train_edge import train_edge
     from dancegen.local_prefect import prefect_api
 
+    flow = {"build-dataset": build_dataset, "train-edge": train_edge}[flow_name]
     config = load_config(config_file, overrides)
     with prefect_api(PREFECT_HOME.resolve()) as api:
-        typer.echo(f"Prefect API {api}; building {out} from {inputs} with config {config.name}")
-        flow = build_dataset.with_options(task_runner=ray_task_runner(config.ray))
-        state = flow(inputs=inputs, out=out, config=config, return_state=True)
+        typer.echo(f"Prefect API {api}; {flow_name} {inputs} -> {out} with config {config.name}")
+        state = flow.with_options(task_runner=ray_task_runner(config.ray))(
+            inputs=inputs, out=out, config=config, return_state=True)
     color = typer.colors.GREEN if state.is_completed() else typer.colors.RED
     typer.secho(f"{state.name}: {state.message}", fg=color)
     return state.is_completed()
+
+
+def _run_flow_command(flow_name: str, config: str, overrides: list[str] | None, inputs: str,
+                      out: str) -> None:
+    try:
+        ok = run_flow(flow_name, config, overrides, inputs, out)
+    except DancegenError as error:
+        _fail(error)
+    raise typer.Exit(0 if ok else 1)
 
 
 @dataset_app.command("build")
@@ -70,29 +83,7 @@ def dataset_build(
     set_: SetOpt = None,
 ) -> None:
     """Build or update a dataset: only missing or stale shards are computed."""
-    try:
-        ok = run_build(config, set_, inputs, out)
-    except DancegenError as error:
-        _fail(error)
-    raise typer.Exit(0 if ok else 1)
-
-
-def run_train_edge(config_file: str, overrides: list[str] | None, inputs: str, out: str) -> bool:
-    """Run the train-edge flow against a Prefect API (a local server if none is configured)."""
-    from dancegen.config import load_config
-    from dancegen.flows.build_dataset import ray_task_runner
-    from dancegen.flows.train_edge import train_edge
-    from dancegen.local_prefect import prefect_api
-
-    config = load_config(config_file, overrides)
-    with prefect_api(PREFECT_HOME.resolve()) as api:
-        typer.echo(f"Prefect API {api}; training EDGE {config.edge.run_name} on {inputs} "
-                   f"into {out}")
-        flow = train_edge.with_options(task_runner=ray_task_runner(config.ray))
-        state = flow(inputs=inputs, out=out, config=config, return_state=True)
-    color = typer.colors.GREEN if state.is_completed() else typer.colors.RED
-    typer.secho(f"{state.name}: {state.message}", fg=color)
-    return state.is_completed()
+    _run_flow_command("build-dataset", config, set_, inputs, out)
 
 
 @edge_app.command("train")
@@ -103,11 +94,7 @@ def edge_train(
     set_: SetOpt = None,
 ) -> None:
     """Train (or resume training) EDGE on the train split of the inputs."""
-    try:
-        ok = run_train_edge(config, set_, inputs, out)
-    except DancegenError as error:
-        _fail(error)
-    raise typer.Exit(0 if ok else 1)
+    _run_flow_command("train-edge", config, set_, inputs, out)
 
 
 @motion_app.command("eval")
@@ -211,10 +198,10 @@ def demo(
     fixtures(inputs)
     typer.secho("[2/5] train EDGE (music-to-motion) on the fixtures", bold=True)
     try:
-        ok = run_train_edge(config, set_, str(inputs), str(store))
+        ok = run_flow("train-edge", config, set_, str(inputs), str(store))
         typer.secho("[3/5] dataset build (AIST++-layout motion + EDGE pseudo-motions)",
                     bold=True)
-        ok = run_build(config, set_, str(inputs), str(store)) and ok
+        ok = run_flow("build-dataset", config, set_, str(inputs), str(store)) and ok
     except DancegenError as error:
         _fail(error)
     typer.secho("[4/5] dataset info", bold=True)
