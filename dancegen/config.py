@@ -206,8 +206,8 @@ class DancegenConfig(_Strict):
 
     name: str
     description: str = ""
-    stages: list[Literal["motion", "music", "render"]] = Field(
-        default_factory=lambda: ["motion", "music", "render"])
+    stages: list[Literal["motion", "music", "edge_repr", "render"]] = Field(
+        default_factory=lambda: ["motion", "music", "edge_repr", "render"])
     dataset: DatasetConfig = DatasetConfig()
     music: MusicConfig = MusicConfig()
     render: RenderConfig = RenderConfig()

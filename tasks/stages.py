@@ -18,6 +18,7 @@ import numpy as np
 
 import dancegen
 from dancegen.config import DancegenConfig
+from dancegen.models.motion_repr import encode_edge151
 from dancegen.storage.aistpp import InputRoots
 from dancegen.storage.segments import Segment
 from dancegen.tasks.music_features import baseline_features, edge_start_bpm, feature_sample_rate
@@ -78,6 +79,17 @@ def compute_music(
         "music/baseline": stacked,
         "music/beats": stacked[..., -1].astype(np.uint8),
     }
+
+
+def compute_edge_repr(
+    segments: list[Segment], roots: InputRoots, config: DancegenConfig
+) -> dict[str, np.ndarray]:
+    """EDGE's 151-d representation of each segment's motion (unnormalised; contacts by EDGE's
+    rule), what EDGE trains on and M2PEnc-era readers can take without an SMPL body."""
+    motion = compute_motion(segments, roots, config)
+    encoded = encode_edge151(motion["motion/smpl_poses"], motion["motion/smpl_trans"],
+                             motion["motion/smpl_scaling"][:, 0])
+    return {"motion/edge151": encoded.numpy()}
 
 
 @dataclass(frozen=True)
@@ -146,6 +158,7 @@ STAGES: dict[str, Stage] = {
     for stage in (
         Stage("motion", 1, ("motion_sha256",), ("dataset",), compute_motion),
         Stage("music", 1, ("music_sha256",), ("dataset", "music"), compute_music),
+        Stage("edge_repr", 1, ("motion_sha256",), ("dataset",), compute_edge_repr),
         Stage("render", 1, ("motion_sha256",), ("dataset", "render"), _compute_render,
               render_shared_digest),
     )

@@ -18,6 +18,7 @@ from prefect_ray import RayTaskRunner
 
 from dancegen.config import DancegenConfig
 from dancegen.flows.build_dataset import build_dataset
+from dancegen.models.motion_repr import encode_edge151
 from dancegen.storage import DatasetStore
 from dancegen.storage.aistpp import AistppInputs
 from dancegen.storage.location import StoreLocation
@@ -60,6 +61,8 @@ def test_build_writes_what_the_inputs_say(fixtures_dir: Path, tmp_path: Path,
     np.testing.assert_array_equal(dataset.read("motion/smpl_poses", i),
                                   motion.poses[300:600:2])  # 5 s at 60 fps, every 2nd frame
     np.testing.assert_array_equal(dataset.read("motion/smpl_trans", i), motion.trans[300:600:2])
+    edge151 = encode_edge151(motion.poses[300:600:2], motion.trans[300:600:2], motion.scaling)
+    np.testing.assert_allclose(dataset.read("motion/edge151", i), edge151.numpy(), atol=1e-6)
 
     audio, rate = soundfile.read(fixtures_dir / seg.music_file, dtype="float32")
     expected = librosa.resample(audio, orig_sr=rate, target_sr=22050)[5 * 22050:10 * 22050]

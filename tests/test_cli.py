@@ -31,7 +31,7 @@ def test_demo_runs_the_main_job_and_is_idempotent(tmp_path: Path) -> None:
     trained = re.search(r"Completed: EDGE edge-tiny: 600 steps, loss ([\d.]+) -> ([\d.]+)", out)
     assert trained and float(trained.group(2)) < 0.5 * float(trained.group(1))
     assert ("Completed: pseudo-motion tracks 2 new, 0 kept, 0 failed; 18 segments; "
-            "shards written 15, skipped 0, failed 0") in out
+            "shards written 20, skipped 0, failed 0") in out
     assert "(SYNTHETIC stand-in inputs)" in out
     assert "sources edge 4, synthetic 14" in out
     assert "stage music: 5/5 shards complete" in out
@@ -50,7 +50,7 @@ def test_demo_runs_the_main_job_and_is_idempotent(tmp_path: Path) -> None:
     assert second.returncode == 0, second.stderr[-3000:]
     assert "Completed: EDGE edge-tiny: 600 steps" in second.stdout  # nothing left to train
     assert "pseudo-motion tracks 0 new, 2 kept, 0 failed" in second.stdout
-    assert "shards written 0, skipped 15, failed 0" in second.stdout
+    assert "shards written 0, skipped 20, failed 0" in second.stdout
 
 
 def test_info_describes_a_store_and_refuses_an_empty_one(tmp_path: Path) -> None:
