@@ -62,10 +62,11 @@ def _blocker(config: DancegenConfig, checkpoint: str, music_root: str) -> str | 
     return None
 
 
-def _track_units(pseudo: PseudoMotionRoot, music_root: str, checkpoint: str,
-                 scalings: tuple[float | None, float | None], config: DancegenConfig,
-                 outcome: SynthesisOutcome) -> list[TrackUnit]:
-    """Tracks whose pseudo-motion is missing or stale; drops tracks gone from the folder."""
+def _track_units(dataset: DatasetStore, pseudo: PseudoMotionRoot, music_root: str,
+                 checkpoint: str, scalings: tuple[float | None, float | None],
+                 config: DancegenConfig, outcome: SynthesisOutcome) -> list[TrackUnit]:
+    """Tracks whose pseudo-motion is missing or stale; drops tracks gone from the folder
+    (their pseudo-motions and their failure records)."""
     token = file_version(checkpoint) or ""
     records, units, wanted = pseudo.records(), [], set()
     music = StoreLocation.parse(music_root)
@@ -80,6 +81,9 @@ def _track_units(pseudo: PseudoMotionRoot, music_root: str, checkpoint: str,
             units.append(unit)
     for music_id in set(records) - wanted:
         pseudo.remove(music_id)
+    for unit_id in dataset.failures():
+        if unit_id.startswith("synthesis/") and unit_id.removeprefix("synthesis/") not in wanted:
+            dataset.clear_failure(unit_id)
     return units
 
 
@@ -100,8 +104,8 @@ def synthesize_pseudo_motions(dataset: DatasetStore, source: AistppInputs,
         outcome.failures["inputs/synthesis"] = blocker
         outcome.root = pseudo.url if pseudo.records() else None
         return outcome
-    units = _track_units(pseudo, music_root, checkpoint, (synthesis.smpl_scaling, median_scaling),
-                         config, outcome)
+    units = _track_units(dataset, pseudo, music_root, checkpoint,
+                         (synthesis.smpl_scaling, median_scaling), config, outcome)
     logger.info("pseudo-motions: %d tracks to synthesise, %d up to date", len(units),
                 outcome.skipped)
     track_task = synthesize_track.with_options(retries=config.ray.retries)
