@@ -37,10 +37,34 @@ class DatasetConfig(_Strict):
         return round(self.segment_seconds * self.fps)
 
 
-class MusicConfig(_Strict):
-    """Music features. ``baseline`` is EDGE's 35-d librosa feature set (offline default)."""
+class JukeboxSettings(_Strict):
+    """Jukebox features (EDGE's conditioning): 5B top-prior activations, per frame.
 
-    backend: Literal["baseline"] = "baseline"
+    Weights are OpenAI's released files; sizes are read from them, except what their tensors do
+    not show (head count, attention blocks), which is 5B's unless set here.
+    """
+
+    vqvae: str = Field("jukebox/5b/vqvae.pth.tar",
+                       description="VQ-VAE checkpoint: path or s3://; relative = under inputs")
+    prior: str = Field("jukebox/5b/prior_level_2.pth.tar",
+                       description="top-prior checkpoint: path or s3://; relative = under inputs")
+    layer: int = Field(66, gt=0, description="transformer block whose output is the feature "
+                                             "(1-based, as jukemirlib; EDGE: 66)")
+    heads: int = Field(8, gt=0)
+    blocks: int = Field(128, gt=0, description="n_ctx // blocks = attention block length")
+    chunk_seconds: float = Field(
+        5.0, gt=0, description="audio is cut on a fixed grid of chunks this long from the track "
+                               "start, each its own context (EDGE: its 5-s slices)")
+    batch_chunks: int = Field(8, gt=0, description="chunks per forward pass")
+    dtype: Literal["auto", "float16", "float32"] = Field(
+        "auto", description="compute dtype: auto = float16 on CUDA, float32 on CPU")
+
+
+class MusicConfig(_Strict):
+    """Music features. ``baseline`` is EDGE's 35-d librosa feature set (offline default);
+    ``jukebox`` adds 4800-d Jukebox features (stage ``jukebox``) as the conditioning."""
+
+    backend: Literal["baseline", "jukebox"] = "baseline"
     audio_sample_rate: int = Field(22050, gt=0, description="rate of the stored audio array")
     hop_length: int = Field(512, gt=0, description="feature hop; feature rate = fps * hop")
     tightness: float = Field(100.0, gt=0, description="librosa beat_track tightness (EDGE: 100)")
@@ -206,10 +230,11 @@ class DancegenConfig(_Strict):
 
     name: str
     description: str = ""
-    stages: list[Literal["motion", "music", "edge_repr", "render"]] = Field(
+    stages: list[Literal["motion", "music", "jukebox", "edge_repr", "render"]] = Field(
         default_factory=lambda: ["motion", "music", "edge_repr", "render"])
     dataset: DatasetConfig = DatasetConfig()
     music: MusicConfig = MusicConfig()
+    jukebox: JukeboxSettings = JukeboxSettings()
     render: RenderConfig = RenderConfig()
     storage: StorageConfig = StorageConfig()
     ray: RayConfig = RayConfig()
@@ -221,6 +246,11 @@ class DancegenConfig(_Strict):
         frames = self.dataset.segment_seconds * self.dataset.fps
         if abs(frames - round(frames)) > 1e-6:
             raise ValueError("dataset.segment_seconds * dataset.fps must be a whole frame count")
+        if self.music.backend == "jukebox" and "jukebox" not in self.stages:
+            raise ValueError("music.backend=jukebox needs the jukebox stage in stages")
+        chunk = self.jukebox.chunk_seconds * self.dataset.fps
+        if abs(chunk - round(chunk)) > 1e-6:
+            raise ValueError("jukebox.chunk_seconds * dataset.fps must be a whole frame count")
         return self
 
     def section_hash(self, *sections: str) -> str:

@@ -12,6 +12,7 @@ is missing or stale.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -30,6 +31,7 @@ from prefect_ray.context import remote_options
 from dancegen.config import DancegenConfig, RayConfig, load_config
 from dancegen.errors import InputError
 from dancegen.flows.fanout import run_bounded
+from dancegen.flows.features import extract_jukebox_features
 from dancegen.flows.synthesis import synthesize_pseudo_motions
 from dancegen.storage.aistpp import AistppInputs, InputRoots
 from dancegen.storage.contract import dims_for
@@ -55,6 +57,9 @@ class BuildSummary:
     tracks_synthesized: int = 0
     tracks_skipped: int = 0
     tracks_failed: int = 0
+    features_extracted: int = 0
+    features_cached: int = 0
+    features_failed: int = 0
     bytes_written: int = 0
     seconds: float = 0.0
     failures: dict[str, str] = field(default_factory=dict)
@@ -62,7 +67,7 @@ class BuildSummary:
     @property
     def failed(self) -> int:
         """Units that failed: unreadable sequences, failed tracks and failed shards."""
-        return self.inputs_failed + self.tracks_failed + self.shards_failed
+        return self.inputs_failed + self.tracks_failed + self.features_failed + self.shards_failed
 
     def as_dict(self) -> dict:
         """Plain data for the flow's final state (includes the derived ``failed`` count)."""
@@ -90,6 +95,9 @@ class BuildSummary:
             f"{self.tracks_skipped} / {self.tracks_failed} | {self.bytes_written / 1e6:.2f} | "
             f"{self.seconds:.1f} |",
         ]
+        if self.features_extracted or self.features_cached or self.features_failed:
+            lines += ["", f"Jukebox features: {self.features_extracted} tracks extracted, "
+                          f"{self.features_cached} cached, {self.features_failed} failed"]
         if self.failures:
             lines += ["", "## Failed units", "", "| unit | reason |", "|---|---|"]
             lines += [f"| `{u}` | {r} |" for u, r in sorted(self.failures.items())]
@@ -152,7 +160,8 @@ def _pending_units(
             units.append(ShardUnit(dataset.store.url, dataset.version,
                                    roots.primary.location.url, stage_name, shard,
                                    shard_segments, key,
-                                   roots.pseudo.location.url if roots.pseudo else None))
+                                   roots.pseudo.location.url if roots.pseudo else None,
+                                   roots.jukebox_cache))
     return units
 
 
@@ -207,6 +216,11 @@ def build_dataset(
     previous = dataset.segments() if dataset.version in DatasetStore.versions(out) else []
     segments = stable_order(previous, planned)
     roots = InputRoots(source, AistppInputs(pseudo_url) if pseudo_url else None)
+    features = extract_jukebox_features(dataset, roots, segments, config)
+    summary.features_extracted, summary.features_cached = features.extracted, features.cached
+    summary.features_failed = len(features.failures)
+    summary.failures.update(features.failures)
+    roots = dataclasses.replace(roots, jukebox_cache=features.cache_url)
     dataset.prepare(segments, config.stages, _layout(config, source.synthetic))
     summary.segments = len(segments)
     units = _pending_units(dataset, roots, config, summary, input_failures)

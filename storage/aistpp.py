@@ -250,11 +250,14 @@ class InputRoots:
 
     primary: AistppInputs
     pseudo: AistppInputs | None = None
+    jukebox_cache: str | None = None  # the build's Jukebox feature cache (FeatureCache URL)
 
     @classmethod
-    def parse(cls, inputs_url: str, pseudo_url: str | None = None) -> InputRoots:
+    def parse(cls, inputs_url: str, pseudo_url: str | None = None,
+              jukebox_cache: str | None = None) -> InputRoots:
         """Roots from URLs (what travels to workers)."""
-        return cls(AistppInputs(inputs_url), AistppInputs(pseudo_url) if pseudo_url else None)
+        return cls(AistppInputs(inputs_url), AistppInputs(pseudo_url) if pseudo_url else None,
+                   jukebox_cache)
 
     def of(self, segment: Segment) -> AistppInputs:
         """The root holding the segment's motion and music files."""

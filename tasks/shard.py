@@ -29,6 +29,7 @@ class ShardUnit:
     segments: list[Segment]
     key: dict[str, str]
     pseudo_url: str | None = None  # root of EDGE pseudo-motions, when the build has them
+    jukebox_cache: str | None = None  # the build's Jukebox feature cache, with that stage
 
     @property
     def unit_id(self) -> str:
@@ -50,8 +51,8 @@ def build_shard_now(unit: ShardUnit, config: DancegenConfig) -> ShardResult:
     """Compute ``unit.stage`` for the shard's segments and write arrays + completion record."""
     started = time.perf_counter()
     stage = STAGES[unit.stage]
-    arrays = stage.compute(unit.segments, InputRoots.parse(unit.inputs_url, unit.pseudo_url),
-                           config)
+    roots = InputRoots.parse(unit.inputs_url, unit.pseudo_url, unit.jukebox_cache)
+    arrays = stage.compute(unit.segments, roots, config)
     dataset = DatasetStore(unit.store_url, unit.version)
     nbytes = dataset.write_shard(unit.stage, unit.shard, arrays, dict(unit.key))
     frames = len(unit.segments) * config.dataset.segment_frames

@@ -18,8 +18,10 @@ import numpy as np
 
 import dancegen
 from dancegen.config import DancegenConfig
+from dancegen.errors import InputError
 from dancegen.models.motion_repr import encode_edge151
 from dancegen.storage.aistpp import InputRoots
+from dancegen.storage.contract import JUKEBOX_DIM
 from dancegen.storage.segments import Segment
 from dancegen.tasks.music_features import baseline_features, edge_start_bpm, feature_sample_rate
 from dancegen.tasks.segment_inputs import audio_window, motion_window, resample_audio
@@ -79,6 +81,39 @@ def compute_music(
         "music/baseline": stacked,
         "music/beats": stacked[..., -1].astype(np.uint8),
     }
+
+
+def compute_jukebox(
+    segments: list[Segment], roots: InputRoots, config: DancegenConfig
+) -> dict[str, np.ndarray]:
+    """Jukebox features of each segment, cut from its track's cached features."""
+    from dancegen.storage.feature_cache import FeatureCache
+    from dancegen.tasks.jukebox_features import window_features
+
+    if roots.jukebox_cache is None:
+        raise InputError("the jukebox stage needs the build's Jukebox feature cache")
+    cache, tracks = FeatureCache.at(roots.jukebox_cache), {}
+    data = config.dataset
+    out = []
+    for s in segments:
+        if s.music_sha256 not in tracks:
+            tracks[s.music_sha256] = cache.get(s.music_sha256)
+        track = tracks[s.music_sha256]
+        if track is None:
+            raise InputError(f"no Jukebox features for {s.music_file} ({s.music_sha256[:12]}): "
+                             "its extraction failed (see failures jukebox/...)")
+        if track.shape[1] != JUKEBOX_DIM:
+            raise InputError(f"Jukebox features are {track.shape[1]}-d; the data contract's "
+                             f"music/jukebox is {JUKEBOX_DIM}-d (a 5B-width prior)")
+        out.append(window_features(track, s.start_s, data.segment_frames, data.fps, s.id))
+    return {"music/jukebox": np.stack(out).astype(np.float16)}
+
+
+def jukebox_shared_digest(roots: InputRoots, config: DancegenConfig) -> str:
+    """The weights and extraction settings (the feature cache's key)."""
+    from dancegen.tasks.jukebox_features import cache_key
+
+    return cache_key(roots.primary, config)
 
 
 def compute_edge_repr(
@@ -158,6 +193,8 @@ STAGES: dict[str, Stage] = {
     for stage in (
         Stage("motion", 1, ("motion_sha256",), ("dataset",), compute_motion),
         Stage("music", 1, ("music_sha256",), ("dataset", "music"), compute_music),
+        Stage("jukebox", 1, ("music_sha256",), ("dataset", "jukebox"), compute_jukebox,
+              jukebox_shared_digest),
         Stage("edge_repr", 1, ("motion_sha256",), ("dataset",), compute_edge_repr),
         Stage("render", 1, ("motion_sha256",), ("dataset", "render"), _compute_render,
               render_shared_digest),

@@ -145,6 +145,18 @@ def test_build_adds_rendered_pseudo_motions_and_resumes(fixtures_dir: Path, trai
     assert [s.id for s in DatasetStore(out, "v1").segments() if s.source == "edge"] == [
         s.id for s in remaining]
 
+    # a corrupt track fails alone, is recorded with its reason, and goes when the file goes
+    (music / "broken.mp3").write_bytes(b"ID3" + bytes(200))
+    fifth = _build(fixtures_dir, out, config)
+    assert fifth.is_failed()
+    summary = fifth.result(raise_on_failure=False)
+    assert summary["tracks_failed"] == 1 and summary["tracks_skipped"] == 1
+    failed = [u for u in DatasetStore(out, "v1").failures() if u.startswith("synthesis/")]
+    assert len(failed) == 1 and "unreadable audio" in summary["failures"][failed[0]]
+    (music / "broken.mp3").unlink()
+    assert _build(fixtures_dir, out, config).is_completed()
+    assert not DatasetStore(out, "v1").failures()
+
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_server", "ray_cluster")
