@@ -121,6 +121,25 @@ def motion_eval(
     typer.echo(table)
 
 
+@dataset_app.command("plan")
+def dataset_plan(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    set_: SetOpt = None,
+    measure: Annotated[bool, typer.Option(
+        help="Measure the Jukebox cost on this machine (a few seconds).")] = True,
+) -> None:
+    """Estimate a config's dataset: segments, bytes per stage, Jukebox compute hours."""
+    from dancegen.config import load_config
+    from dancegen.tasks.dataset_plan import plan_report
+    from dancegen.tasks.jukebox_cost import measure as measure_cost
+
+    try:
+        cfg = load_config(config, set_)
+    except DancegenError as error:
+        _fail(error)
+    typer.echo(plan_report(cfg, measure_cost(cfg.jukebox) if measure else None))
+
+
 @dataset_app.command("info")
 def dataset_info(
     store: Annotated[str, typer.Argument(help="Store root (path or s3://).")],

@@ -225,6 +225,16 @@ class EdgeConfig(_Strict):
     synthesis: EdgeSynthesisSettings = EdgeSynthesisSettings()
 
 
+class PlanningConfig(_Strict):
+    """Scale figures for ``dancegen dataset plan`` (the paper's by default)."""
+
+    aistpp_seconds: float = Field(18700.0, ge=0, description="AIST++ motion (paper: ~5.2 h)")
+    pseudo_seconds: float = Field(36000.0, ge=0, description="EDGE pseudo-motions (300 x 2 min)")
+    jukebox_seconds_per_music_second: float | None = Field(
+        None, gt=0, description="measured 5B extraction cost on the target GPU "
+                                "(benchmarks/jukebox.py there); null = measure on this machine")
+
+
 class DancegenConfig(_Strict):
     """The whole pipeline configuration (one YAML file)."""
 
@@ -240,6 +250,7 @@ class DancegenConfig(_Strict):
     ray: RayConfig = RayConfig()
     training: TrainingConfig
     edge: EdgeConfig
+    planning: PlanningConfig = PlanningConfig()
 
     @model_validator(mode="after")
     def _check_windows(self) -> DancegenConfig:

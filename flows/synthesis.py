@@ -20,7 +20,7 @@ from prefect import get_run_logger
 from prefect_ray.context import remote_options
 
 from dancegen.config import DancegenConfig
-from dancegen.errors import ConfigError
+from dancegen.errors import InputError
 from dancegen.flows.fanout import run_bounded
 from dancegen.storage.aistpp import AistppInputs
 from dancegen.storage.dataset import DatasetStore
@@ -48,11 +48,12 @@ def resolve_under(root: AistppInputs, location: str) -> str:
     return root.location.child(location).url
 
 
-def _blocker(config: DancegenConfig, checkpoint: str, music_root: str) -> str | None:
+def _blocker(source: AistppInputs, config: DancegenConfig, checkpoint: str,
+             music_root: str) -> str | None:
     """Why no track can be sampled at all, or None."""
     try:
-        check_feature_backend(config)
-    except ConfigError as error:
+        check_feature_backend(source, config)
+    except InputError as error:
         return str(error)
     if file_version(checkpoint) is None:
         return (f"EDGE checkpoint not found: {checkpoint} (train one with `dancegen edge "
@@ -62,7 +63,8 @@ def _blocker(config: DancegenConfig, checkpoint: str, music_root: str) -> str | 
     return None
 
 
-def _track_units(dataset: DatasetStore, pseudo: PseudoMotionRoot, music_root: str,
+def _track_units(dataset: DatasetStore, inputs: AistppInputs, pseudo: PseudoMotionRoot,
+                 music_root: str,
                  checkpoint: str, scalings: tuple[float | None, float | None],
                  config: DancegenConfig, outcome: SynthesisOutcome) -> list[TrackUnit]:
     """Tracks whose pseudo-motion is missing or stale; drops tracks gone from the folder
@@ -73,7 +75,8 @@ def _track_units(dataset: DatasetStore, pseudo: PseudoMotionRoot, music_root: st
     for name in music_files(music_root):
         sha = hashlib.sha256(music.read_bytes(name) or b"").hexdigest()
         key = track_key(sha, token, scalings, config)
-        unit = TrackUnit(music.url, name, sha, pseudo.url, checkpoint, *scalings, key)
+        unit = TrackUnit(inputs.location.url, music.url, name, sha, pseudo.url, checkpoint,
+                         *scalings, key)
         wanted.add(unit.music_id)
         if records.get(unit.music_id, {}).get("key") == key:
             outcome.skipped += 1
@@ -99,12 +102,12 @@ def synthesize_pseudo_motions(dataset: DatasetStore, source: AistppInputs,
     music_root = resolve_under(source, synthesis.music)
     checkpoint = (resolve_under(source, synthesis.checkpoint) if synthesis.checkpoint
                   else EdgeRun(dataset.store, config.edge.run_name).checkpoint_url)
-    blocker = _blocker(config, checkpoint, music_root)
+    blocker = _blocker(source, config, checkpoint, music_root)
     if blocker is not None:  # synthesis fails alone; finished pseudo-motions stay in the build
         outcome.failures["inputs/synthesis"] = blocker
         outcome.root = pseudo.url if pseudo.records() else None
         return outcome
-    units = _track_units(dataset, pseudo, music_root, checkpoint,
+    units = _track_units(dataset, source, pseudo, music_root, checkpoint,
                          (synthesis.smpl_scaling, median_scaling), config, outcome)
     logger.info("pseudo-motions: %d tracks to synthesise, %d up to date", len(units),
                 outcome.skipped)

@@ -16,12 +16,15 @@ import numpy as np
 import torch
 
 from dancegen.config import DancegenConfig
-from dancegen.errors import ConfigError, InputError
+from dancegen.errors import InputError
+from dancegen.models.edge import BASELINE_FEATURE_DIM, JUKEBOX_FEATURE_DIM
 from dancegen.models.motion_repr import encode_edge151
 from dancegen.storage.aistpp import AistppInputs, SequenceInputs
 from dancegen.tasks.music_features import baseline_features, edge_start_bpm, feature_sample_rate
 from dancegen.tasks.plan import window_starts
 from dancegen.tasks.segment_inputs import audio_window, motion_window, resample_audio
+
+FEATURE_DIMS = {"baseline": BASELINE_FEATURE_DIM, "jukebox": JUKEBOX_FEATURE_DIM}
 
 
 @dataclass
@@ -48,18 +51,37 @@ class EdgeWindows:
                    float(content["smpl_scaling"]))
 
 
-def check_feature_backend(config: DancegenConfig) -> None:
-    """Only EDGE's baseline features can be computed until the Jukebox backend exists."""
-    if config.edge.features != "baseline":
-        raise ConfigError(
-            "edge.features=jukebox needs Jukebox feature extraction, which dancegen does not "
-            "have yet (its own issue); use edge.features=baseline")
+def check_feature_backend(inputs: AistppInputs, config: DancegenConfig) -> None:
+    """The configured features can be computed: Jukebox needs its two weight files."""
+    if config.edge.features == "jukebox":
+        from dancegen.tasks.jukebox_features import weights_of
+
+        weights_of(inputs, config.jukebox)
+
+
+def _jukebox_conditioning(audio: np.ndarray, rate: int, starts: list[float],
+                          config: DancegenConfig, weights_root: AistppInputs) -> np.ndarray:
+    """Jukebox features (W, S, 4800) of the windows, cut from the track's on the chunk grid."""
+    from dancegen.tasks.jukebox_features import track_features, weights_of, worker_jukebox
+
+    data = config.dataset
+    jukebox = worker_jukebox(config.jukebox, *weights_of(weights_root, config.jukebox))
+    track = track_features(jukebox, audio, rate, config.jukebox, data.fps)
+    needed = round(max(starts) * data.fps) + data.segment_frames
+    if len(track) < needed:  # a covering window past the last chunk: silence, as padded audio
+        track = np.pad(track, ((0, needed - len(track)), (0, 0)))
+    firsts = [round(start * data.fps) for start in starts]
+    return np.stack([track[f:f + data.segment_frames] for f in firsts])
 
 
 def music_conditioning(audio: np.ndarray, rate: int, starts: list[float], music_id: str,
-                       config: DancegenConfig) -> np.ndarray:
-    """EDGE baseline features (W, S, 35) of the windows starting at ``starts`` seconds."""
-    check_feature_backend(config)
+                       config: DancegenConfig, weights_root: AistppInputs) -> np.ndarray:
+    """EDGE's music features (W, S, 35 or 4800) of the windows starting at ``starts``.
+
+    ``weights_root`` is the inputs root that relative Jukebox weight paths are under.
+    """
+    if config.edge.features == "jukebox":
+        return _jukebox_conditioning(audio, rate, starts, config, weights_root)
     data, music = config.dataset, config.music
     feature_rate = feature_sample_rate(data.fps, music.hop_length)
     audio = resample_audio(audio, rate, feature_rate)
@@ -82,12 +104,13 @@ def sequence_windows(inputs: AistppInputs, sequence: SequenceInputs,
     starts = window_starts(min(motion.seconds, len(audio) / rate), data.segment_seconds,
                            config.edge.train.window_stride_seconds, None)
     if not starts:
+        width = FEATURE_DIMS[config.edge.features]
         return (np.zeros((0, data.segment_frames, 151), np.float32),
-                np.zeros((0, data.segment_frames, 35), np.float32), [], motion.scaling)
+                np.zeros((0, data.segment_frames, width), np.float32), [], motion.scaling)
     windows = [motion_window(motion, start, data.segment_frames, data.fps) for start in starts]
     encoded = encode_edge151(np.stack([w.poses for w in windows]),
                              np.stack([w.trans for w in windows]), motion.scaling)
-    features = music_conditioning(audio, rate, starts, sequence.music_id, config)
+    features = music_conditioning(audio, rate, starts, sequence.music_id, config, inputs)
     return encoded.numpy(), features.astype(np.float32), starts, motion.scaling
 
 

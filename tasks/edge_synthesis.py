@@ -29,7 +29,7 @@ from prefect.cache_policies import NO_CACHE
 
 from dancegen.config import DancegenConfig
 from dancegen.errors import InputError
-from dancegen.models.edge import BASELINE_FEATURE_DIM, JUKEBOX_FEATURE_DIM, DanceDecoder
+from dancegen.models.edge import DanceDecoder
 from dancegen.models.edge_diffusion import EdgeDiffusion
 from dancegen.models.edge_normalizer import MinMaxNormalizer
 from dancegen.models.motion_repr import (
@@ -38,14 +38,14 @@ from dancegen.models.motion_repr import (
     rotation_6d_to_axis_angle,
     stitch_windows,
 )
+from dancegen.storage.aistpp import AistppInputs
 from dancegen.storage.audio import decode_audio
 from dancegen.storage.edge_checkpoint import load_checkpoint
 from dancegen.storage.location import StoreLocation, file_version
-from dancegen.tasks.edge_data import music_conditioning
+from dancegen.tasks.edge_data import FEATURE_DIMS, music_conditioning
 from dancegen.tasks.retries import retry_unless_deterministic
 
 SYNTHESIS_VERSION = 1           # bump when the output of a track changes for the same key
-FEATURE_DIMS = {"baseline": BASELINE_FEATURE_DIM, "jukebox": JUKEBOX_FEATURE_DIM}
 
 
 def pseudo_music_id(file_name: str, sha256: str) -> str:
@@ -66,6 +66,7 @@ def pseudo_sequence(music_id: str) -> str:
 class TrackUnit:
     """One track to synthesise (small; no arrays)."""
 
+    inputs_url: str       # the build's inputs root (relative weight paths are under it)
     music_root: str
     music_file: str       # relative to music_root
     music_sha256: str
@@ -207,7 +208,8 @@ def synthesize_track_now(unit: TrackUnit, config: DancegenConfig) -> TrackResult
         raise InputError(f"{unit.checkpoint_url} does not record the training set's "
                          "smpl_scaling: set edge.synthesis.smpl_scaling")
     starts = window_starts_covering(seconds, config.dataset.segment_seconds)
-    cond = music_conditioning(audio, rate, starts, unit.music_id, config)
+    cond = music_conditioning(audio, rate, starts, unit.music_id, config,
+                              AistppInputs(unit.inputs_url))
     diffusion = config.edge.diffusion
     poses, trans = sample_track(edge, cond, scaling, diffusion.sampling_steps, diffusion.eta,
                                 _seed(config.edge.synthesis.seed, unit.music_sha256))

@@ -91,7 +91,7 @@ def _device() -> torch.device:
 def train_edge_now(inputs_url: str, store_url: str, config: DancegenConfig,
                    log=print) -> EdgeTrainResult:
     """Train (or continue training) ``config.edge.run_name`` up to ``edge.train.steps``."""
-    check_feature_backend(config)
+    check_feature_backend(AistppInputs(inputs_url), config)
     settings = config.edge.train
     started = time.perf_counter()
     run = EdgeRun(store_url, config.edge.run_name)

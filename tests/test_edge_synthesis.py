@@ -74,7 +74,8 @@ def test_one_track_becomes_an_aistpp_motion(fixtures_dir: Path, trained_store: P
     config = _config()
     root = PseudoMotionRoot(tmp_path)
     pseudo = Path(root.url)
-    unit = TrackUnit(str(fixtures_dir / "new_music"), "new_track_b.flac", "f" * 64, str(pseudo),
+    unit = TrackUnit(str(fixtures_dir), str(fixtures_dir / "new_music"), "new_track_b.flac",
+                     "f" * 64, str(pseudo),
                      EdgeRun(str(trained_store), "edge-tiny").checkpoint_url, None, 50.0, "key-1")
     result = synthesize_track_now(unit, config)
     assert result.windows == 3 and result.frames == 300  # 10 s of music at 30 fps

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from jukebox_helpers import jukebox_overrides, write_reduced_jukebox
 
 from dancegen.config import load_config
-from dancegen.errors import ConfigError
+from dancegen.errors import ConfigError, InputError
 from dancegen.models.motion_repr import decode_edge151
 from dancegen.storage.aistpp import AistppInputs
 from dancegen.storage.edge_checkpoint import EdgeRun, load_checkpoint
@@ -82,6 +83,14 @@ def test_resume_after_interruption_gives_the_same_weights(fixtures_dir, tmp_path
         train_edge_now(str(fixtures_dir), str(tmp_path / "b"), wider, log=lambda _: 0)
 
 
-def test_jukebox_features_are_refused_until_extraction_exists(fixtures_dir, tmp_path) -> None:
-    with pytest.raises(ConfigError, match="Jukebox feature extraction"):
-        train_edge_now(str(fixtures_dir), str(tmp_path), _config("edge.features=jukebox"))
+def test_edge_trains_on_jukebox_features(fixtures_dir, tmp_path) -> None:
+    missing = _config("edge.features=jukebox", f"jukebox.vqvae={tmp_path}/none.pth.tar")
+    with pytest.raises(InputError, match=r"Jukebox checkpoint not found: .*none\.pth\.tar"):
+        train_edge_now(str(fixtures_dir), str(tmp_path / "a"), missing)
+    weights = write_reduced_jukebox(tmp_path)  # reduced, random: the wiring, not the features
+    config = _config("edge.features=jukebox", "edge.train.steps=3", "edge.train.batch_size=2",
+                     "edge.train.window_stride_seconds=5", *jukebox_overrides(weights))
+    result = train_edge_now(str(fixtures_dir), str(tmp_path / "b"), config, log=lambda _: 0)
+    checkpoint = load_checkpoint(result.checkpoint)
+    assert checkpoint.model_config.cond_feature_dim == 4800 and result.windows == 10
+    assert checkpoint.dancegen["features"] == "jukebox"

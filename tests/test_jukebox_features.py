@@ -1,13 +1,11 @@
 """Jukebox features: checkpoint loading in OpenAI's format, extraction, the cache and the stage.
 
-The checkpoints are reduced: the real key layout, file format and feature width (4800), but a
-few narrow layers (attention and MLP 48 wide), a short context and a small VQ-VAE, randomly
-initialised. Nothing here says anything about the real model's features.
+The checkpoints are reduced (see jukebox_helpers): nothing here says anything about the real
+model's features.
 """
 
 from __future__ import annotations
 
-import collections
 import math
 import shutil
 from pathlib import Path
@@ -16,13 +14,12 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from jukebox_helpers import jukebox_overrides, write_reduced_jukebox
 from prefect_ray import RayTaskRunner
 
 from dancegen.config import DancegenConfig, load_config
 from dancegen.errors import InputError
 from dancegen.flows.build_dataset import build_dataset
-from dancegen.models.jukebox_prior import JukeboxPriorConfig, JukeboxTopPrior
-from dancegen.models.jukebox_vqvae import JukeboxVQVAEConfig, JukeboxVQVAEEncoder
 from dancegen.storage import DatasetStore
 from dancegen.storage.aistpp import AistppInputs
 from dancegen.storage.feature_cache import FeatureCache
@@ -34,44 +31,15 @@ from dancegen.tasks.jukebox_features import (
     worker_jukebox,
 )
 
-PRIOR = JukeboxPriorConfig(width=4800, depth=3, heads=2, n_ctx=1728, blocks=27, m_attn=0.01,
-                           m_mlp=0.01, bins=64, genres=4, artists=3, t_bins=16, layers=3)
-VQVAE = JukeboxVQVAEConfig(width=8, depth=2, emb_width=16, l_bins=64, multipliers=(1, 1, 1))
-SETTINGS = ["jukebox.layer=2", "jukebox.heads=2", "jukebox.blocks=27"]
-
-
-def _save(path: Path, state: dict, legacy: bool = False) -> None:
-    """As Jukebox's save_checkpoint: hps (with a numpy scalar, as training leaves), model, step."""
-    content = {"hps": {"sr": 44100, "bandwidth": {"l2": np.float64(0.1)}, "heads": 2},
-               "model": collections.OrderedDict(state), "step": 1000}
-    torch.save(content, path, _use_new_zipfile_serialization=not legacy)
-
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """vqvae.pth.tar and prior_level_2.pth.tar, reduced, in OpenAI's layout."""
-    folder = tmp_path_factory.mktemp("jukebox")
-    torch.manual_seed(0)
-    vqvae = JukeboxVQVAEEncoder(VQVAE)
-    with torch.no_grad():  # a codebook at the latents' scale, so that codes vary
-        latents = vqvae.latents(torch.randn(2, 44100) * 0.3)
-        vqvae.bottleneck.level_blocks["2"].k.copy_(
-            latents.permute(0, 2, 1).reshape(-1, 16)[torch.randperm(latents.shape[-1])[:64]])
-    state = dict(vqvae.state_dict())
-    state["decoders.0.model.0.weight"] = torch.zeros(3)  # the file has more than we read
-    _save(folder / "vqvae.pth.tar", state)
-    prior = JukeboxTopPrior(PRIOR)
-    state = dict(prior.state_dict())
-    state["prior.x_out.weight"] = torch.zeros(64, 4800)  # unused for features
-    _save(folder / "prior_level_2.pth.tar", state)
-    _save(folder / "legacy_prior.pth.tar", state, legacy=True)
-    return folder
+    """Reduced checkpoints in OpenAI's layout (see jukebox_helpers)."""
+    return write_reduced_jukebox(tmp_path_factory.mktemp("jukebox"))
 
 
 def _config(weights: Path, *overrides: str) -> DancegenConfig:
-    return load_config("configs/local-cpu.yaml", [
-        f"jukebox.vqvae={weights / 'vqvae.pth.tar'}",
-        f"jukebox.prior={weights / 'prior_level_2.pth.tar'}", *SETTINGS, *overrides])
+    return load_config("configs/local-cpu.yaml", [*jukebox_overrides(weights), *overrides])
 
 
 def test_checkpoints_load_in_openais_format(weights: Path) -> None:
