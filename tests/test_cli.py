@@ -63,3 +63,18 @@ def test_fixtures_command_writes_the_labelled_layout(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "SYNTHETIC" in (tmp_path / "fx/SYNTHETIC.md").read_text()
     assert len(list((tmp_path / "fx/motions").glob("*.pkl"))) == 7
+
+
+def test_plan_estimates_the_paper_scale() -> None:
+    result = CliRunner().invoke(app, [
+        "dataset", "plan", "--config", "configs/paper.yaml", "--no-measure",
+        "--set", "planning.jukebox_seconds_per_music_second=0.05"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "54,700 s of motion and music" in out and "10,940 segments" in out
+    assert "1.64 M frames" in out
+    # 5B prior, layer 66, 5-s chunks: ~15.7 TFLOP per 5-s clip (jukemirlib's cost)
+    assert "3.15 TFLOP per second of music" in out
+    assert "0.050 s per s of music -> 0.8 GPU hours" in out
+    jukebox_gb = 10940 * 150 * 4800 * 2 / 1e9  # float16 (T, 4800) per segment
+    assert re.search(rf"jukebox\s+{jukebox_gb:.1f} GB", out)
