@@ -18,7 +18,9 @@ import argparse
 import torch
 
 from dancegen.config import load_config
-from dancegen.tasks.jukebox_cost import measure
+from dancegen.models.jukebox_prior import JukeboxPriorConfig
+from dancegen.models.jukebox_vqvae import JukeboxVQVAEConfig
+from dancegen.tasks.jukebox_cost import flops_per_music_second, measure
 
 
 def main() -> None:
@@ -41,8 +43,9 @@ def main() -> None:
     print(f"  one chunk per pass: {single.seconds_per_music_second:.3f} s per s of music")
     print(f"  batched ratio (one chunk / batched): "
           f"{single.seconds_per_music_second / batched.seconds_per_music_second:.2f}x")
+    flops = flops_per_music_second(JukeboxPriorConfig(), JukeboxVQVAEConfig(), settings)
     print(f"  5B estimate on this device: {batched.estimate_5b:.2f} s of compute per s of music "
-          f"(3.15 TFLOP per s of music)")
+          f"({flops / 1e12:.2f} TFLOP per s of music)")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
 Runs when the ``jukebox`` stage is configured. Tracks are found by content hash: music shared
 by many sequences, or seen in an earlier build, is extracted once. Missing weights stop the
 phase (the stage then records ``inputs/jukebox-shared`` and is skipped); a track that fails is
-``jukebox/<sha>`` and only the segments using it fail.
+``jukebox/<sha>``, and the jukebox shards holding its segments fail with it.
 """
 
 from __future__ import annotations
@@ -58,6 +58,10 @@ def extract_jukebox_features(dataset: DatasetStore, roots: InputRoots, segments:
     tracks: dict[str, Segment] = {}
     for segment in segments:
         tracks.setdefault(segment.music_sha256, segment)
+    for unit_id in dataset.failures():  # tracks no longer used by any segment
+        if unit_id.startswith("jukebox/") and not any(
+                sha.startswith(unit_id.removeprefix("jukebox/")) for sha in tracks):
+            dataset.clear_failure(unit_id)
     units = []
     for sha, segment in sorted(tracks.items()):
         if cache.has(sha):

@@ -27,8 +27,9 @@ from dancegen.storage.dataset import DatasetStore
 from dancegen.storage.edge_checkpoint import EdgeRun
 from dancegen.storage.location import StoreLocation, file_version
 from dancegen.storage.pseudo_motions import PseudoMotionRoot, music_files
-from dancegen.tasks.edge_data import check_feature_backend
+from dancegen.tasks.edge_data import check_feature_backend, features_token
 from dancegen.tasks.edge_synthesis import TrackResult, TrackUnit, synthesize_track, track_key
+from dancegen.tasks.jukebox_features import store_cache
 
 
 @dataclass
@@ -70,13 +71,15 @@ def _track_units(dataset: DatasetStore, inputs: AistppInputs, pseudo: PseudoMoti
     """Tracks whose pseudo-motion is missing or stale; drops tracks gone from the folder
     (their pseudo-motions and their failure records)."""
     token = file_version(checkpoint) or ""
+    features = features_token(inputs, config)
+    cache = store_cache(dataset.store.url, inputs, config).url if features else None
     records, units, wanted = pseudo.records(), [], set()
     music = StoreLocation.parse(music_root)
     for name in music_files(music_root):
         sha = hashlib.sha256(music.read_bytes(name) or b"").hexdigest()
-        key = track_key(sha, token, scalings, config)
+        key = track_key(sha, token, scalings, features, config)
         unit = TrackUnit(inputs.location.url, music.url, name, sha, pseudo.url, checkpoint,
-                         *scalings, key)
+                         *scalings, key, cache)
         wanted.add(unit.music_id)
         if records.get(unit.music_id, {}).get("key") == key:
             outcome.skipped += 1

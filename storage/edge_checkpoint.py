@@ -163,8 +163,8 @@ class EdgeRun:
     KEEP = 3  # resumable checkpoints kept (each holds weights, EMA and optimizer moments)
 
     def __init__(self, store: str | StoreLocation, run_name: str) -> None:
-        store = store if isinstance(store, StoreLocation) else StoreLocation.parse(store)
-        self.location = store.child("models", "edge", run_name)
+        self.store = store if isinstance(store, StoreLocation) else StoreLocation.parse(store)
+        self.location = self.store.child("models", "edge", run_name)
 
     @property
     def checkpoint_url(self) -> str:

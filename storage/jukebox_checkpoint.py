@@ -17,6 +17,7 @@ import hashlib
 import importlib
 import os
 import re
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +51,11 @@ def _local_path(url: str) -> Path:
     target = CACHE_DIR / "weights" / digest / name
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(".partial")
+        # a name of its own per download: workers starting together on one machine each
+        # write their own file, and the rename makes whichever finishes the (whole) target
+        partial = target.with_name(f"{name}.{os.getpid()}.{uuid.uuid4().hex}.partial")
         location.fs.get(location.path(name), str(partial))
-        partial.replace(target)  # whole or not at all
+        partial.replace(target)
     return target
 
 

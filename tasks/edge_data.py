@@ -20,6 +20,7 @@ from dancegen.errors import InputError
 from dancegen.models.edge import BASELINE_FEATURE_DIM, JUKEBOX_FEATURE_DIM
 from dancegen.models.motion_repr import encode_edge151
 from dancegen.storage.aistpp import AistppInputs, SequenceInputs
+from dancegen.storage.feature_cache import FeatureCache
 from dancegen.tasks.music_features import baseline_features, edge_start_bpm, feature_sample_rate
 from dancegen.tasks.plan import window_starts
 from dancegen.tasks.segment_inputs import audio_window, motion_window, resample_audio
@@ -60,28 +61,30 @@ def check_feature_backend(inputs: AistppInputs, config: DancegenConfig) -> None:
 
 
 def _jukebox_conditioning(audio: np.ndarray, rate: int, starts: list[float],
-                          config: DancegenConfig, weights_root: AistppInputs) -> np.ndarray:
+                          config: DancegenConfig, weights_root: AistppInputs, sha256: str,
+                          cache: FeatureCache | None) -> np.ndarray:
     """Jukebox features (W, S, 4800) of the windows, cut from the track's on the chunk grid."""
-    from dancegen.tasks.jukebox_features import track_features, weights_of, worker_jukebox
+    from dancegen.tasks.jukebox_features import cached_track_features
 
     data = config.dataset
-    jukebox = worker_jukebox(config.jukebox, *weights_of(weights_root, config.jukebox))
-    track = track_features(jukebox, audio, rate, config.jukebox, data.fps)
+    track = cached_track_features(audio, rate, config, weights_root, sha256, cache)
     needed = round(max(starts) * data.fps) + data.segment_frames
-    if len(track) < needed:  # a covering window past the last chunk: silence, as padded audio
+    if len(track) < needed:  # a covering window past the last chunk: zero features
         track = np.pad(track, ((0, needed - len(track)), (0, 0)))
     firsts = [round(start * data.fps) for start in starts]
     return np.stack([track[f:f + data.segment_frames] for f in firsts])
 
 
 def music_conditioning(audio: np.ndarray, rate: int, starts: list[float], music_id: str,
-                       config: DancegenConfig, weights_root: AistppInputs) -> np.ndarray:
+                       config: DancegenConfig, weights_root: AistppInputs, sha256: str = "",
+                       cache: FeatureCache | None = None) -> np.ndarray:
     """EDGE's music features (W, S, 35 or 4800) of the windows starting at ``starts``.
 
-    ``weights_root`` is the inputs root that relative Jukebox weight paths are under.
+    ``weights_root`` is the inputs root that relative Jukebox weight paths are under; Jukebox
+    features of the track (content hash ``sha256``) come from / go to ``cache``.
     """
     if config.edge.features == "jukebox":
-        return _jukebox_conditioning(audio, rate, starts, config, weights_root)
+        return _jukebox_conditioning(audio, rate, starts, config, weights_root, sha256, cache)
     data, music = config.dataset, config.music
     feature_rate = feature_sample_rate(data.fps, music.hop_length)
     audio = resample_audio(audio, rate, feature_rate)
@@ -93,8 +96,9 @@ def music_conditioning(audio: np.ndarray, rate: int, starts: list[float], music_
     ])
 
 
-def sequence_windows(inputs: AistppInputs, sequence: SequenceInputs,
-                     config: DancegenConfig) -> tuple[np.ndarray, np.ndarray, list[float], float]:
+def sequence_windows(inputs: AistppInputs, sequence: SequenceInputs, config: DancegenConfig,
+                     cache: FeatureCache | None = None,
+                     ) -> tuple[np.ndarray, np.ndarray, list[float], float]:
     """(motion (W, S, 151), features (W, S, F), window starts, smpl_scaling) of one sequence."""
     if sequence.music_file is None:
         raise InputError(f"no music file for sequence {sequence.name}")
@@ -110,7 +114,9 @@ def sequence_windows(inputs: AistppInputs, sequence: SequenceInputs,
     windows = [motion_window(motion, start, data.segment_frames, data.fps) for start in starts]
     encoded = encode_edge151(np.stack([w.poses for w in windows]),
                              np.stack([w.trans for w in windows]), motion.scaling)
-    features = music_conditioning(audio, rate, starts, sequence.music_id, config, inputs)
+    sha = inputs.sha256(sequence.music_file) if config.edge.features == "jukebox" else ""
+    features = music_conditioning(audio, rate, starts, sequence.music_id, config, inputs, sha,
+                                  cache)
     return encoded.numpy(), features.astype(np.float32), starts, motion.scaling
 
 
@@ -126,17 +132,27 @@ def windows_key(inputs: AistppInputs, sequences: list[SequenceInputs],
     settings = {"dataset": config.dataset.model_dump(mode="json"),
                 "music": config.music.model_dump(mode="json"),
                 "features": config.edge.features,
-                "stride": config.edge.train.window_stride_seconds}
+                "stride": config.edge.train.window_stride_seconds,
+                "jukebox": features_token(inputs, config)}
     blob = json.dumps([[f, inputs.sha256(f)] for f in files] + [settings], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def features_token(inputs: AistppInputs, config: DancegenConfig) -> str:
+    """The Jukebox weights and settings EDGE's conditioning depends on ("" for baseline)."""
+    if config.edge.features != "jukebox":
+        return ""
+    from dancegen.tasks.jukebox_features import cache_key
+
+    return cache_key(inputs, config)
+
+
 def build_windows(inputs: AistppInputs, sequences: list[SequenceInputs],
-                  config: DancegenConfig) -> EdgeWindows:
+                  config: DancegenConfig, cache: FeatureCache | None = None) -> EdgeWindows:
     """Every window of every sequence. A sequence that cannot be read is an InputError."""
     motions, conds, names, scalings = [], [], [], []
     for sequence in sequences:
-        motion, cond, starts, scaling = sequence_windows(inputs, sequence, config)
+        motion, cond, starts, scaling = sequence_windows(inputs, sequence, config, cache)
         motions.append(motion)
         conds.append(cond)
         names += [f"{sequence.name}@{start:g}" for start in starts]

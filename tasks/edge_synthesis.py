@@ -41,6 +41,7 @@ from dancegen.models.motion_repr import (
 from dancegen.storage.aistpp import AistppInputs
 from dancegen.storage.audio import decode_audio
 from dancegen.storage.edge_checkpoint import load_checkpoint
+from dancegen.storage.feature_cache import FeatureCache
 from dancegen.storage.location import StoreLocation, file_version
 from dancegen.tasks.edge_data import FEATURE_DIMS, music_conditioning
 from dancegen.tasks.retries import retry_unless_deterministic
@@ -75,6 +76,7 @@ class TrackUnit:
     smpl_scaling: float | None      # from the config; None: the checkpoint's record, else...
     fallback_scaling: float | None  # ...the primary inputs' median body scale
     key: str
+    jukebox_cache: str | None = None  # the store's Jukebox feature cache (Jukebox features)
 
     @property
     def music_id(self) -> str:
@@ -105,10 +107,10 @@ class TrackResult:
 
 
 def track_key(music_sha256: str, checkpoint_token: str, scalings: tuple[float | None, ...],
-              config: DancegenConfig) -> str:
+              features: str, config: DancegenConfig) -> str:
     """Everything a pseudo-motion depends on (the content of the music, not its file name:
-    two copies of a track get the same dance)."""
-    parts = [music_sha256, checkpoint_token, repr(scalings), SYNTHESIS_VERSION,
+    two copies of a track get the same dance); ``features``: the Jukebox weights token."""
+    parts = [music_sha256, checkpoint_token, repr(scalings), features, SYNTHESIS_VERSION,
              config.section_hash("dataset", "music"),
              config.edge.diffusion.model_dump_json(), config.edge.synthesis.seed]
     return hashlib.sha256(repr(parts).encode()).hexdigest()
@@ -208,8 +210,9 @@ def synthesize_track_now(unit: TrackUnit, config: DancegenConfig) -> TrackResult
         raise InputError(f"{unit.checkpoint_url} does not record the training set's "
                          "smpl_scaling: set edge.synthesis.smpl_scaling")
     starts = window_starts_covering(seconds, config.dataset.segment_seconds)
+    cache = FeatureCache.at(unit.jukebox_cache) if unit.jukebox_cache else None
     cond = music_conditioning(audio, rate, starts, unit.music_id, config,
-                              AistppInputs(unit.inputs_url))
+                              AistppInputs(unit.inputs_url), unit.music_sha256, cache)
     diffusion = config.edge.diffusion
     poses, trans = sample_track(edge, cond, scaling, diffusion.sampling_steps, diffusion.eta,
                                 _seed(config.edge.synthesis.seed, unit.music_sha256))

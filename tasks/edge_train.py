@@ -66,7 +66,12 @@ def load_windows(inputs_url: str, run: EdgeRun,
     cached = run.read_windows(key)
     if cached is not None:
         return EdgeWindows.from_bytes(cached), key
-    windows = build_windows(inputs, sequences, config)
+    cache = None
+    if config.edge.features == "jukebox":  # tracks shared by many sequences: extracted once
+        from dancegen.tasks.jukebox_features import store_cache
+
+        cache = store_cache(run.store.url, inputs, config)
+    windows = build_windows(inputs, sequences, config, cache)
     run.write_windows(key, windows.to_bytes())
     return windows, key
 

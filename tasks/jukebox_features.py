@@ -112,11 +112,11 @@ def chunk_features(jukebox: WorkerJukebox, chunks: np.ndarray, layer: int,
     peaks = np.abs(chunks).max(axis=1, keepdims=True)
     chunks = chunks / np.where(peaks > 0, peaks, 1.0)  # jukemirlib's peak normalisation
     audio = torch.from_numpy(chunks.astype(np.float32)).to(jukebox.device)
-    codes = jukebox.vqvae(audio)
-    with torch.autocast(jukebox.device.type, dtype=jukebox.dtype,
-                        enabled=jukebox.dtype != torch.float32):
-        hidden = jukebox.prior(codes, layer)
-    hidden = hidden.float().cpu().numpy()
+    # true float32 convolutions (no TF32 on Ampere+): the codes decide everything after
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        codes = jukebox.vqvae(audio)
+    # activations in float16 on GPU (LayerNorm and softmax stay float32, as in Jukebox)
+    hidden = jukebox.prior(codes, layer, dtype=jukebox.dtype).float().cpu().numpy()
     # jukemirlib: librosa.resample(res_type="fft"), i.e. scipy's FFT resample along time
     return scipy.signal.resample(hidden, frames, axis=1).astype(np.float32)
 
@@ -141,6 +141,32 @@ def track_features(jukebox: WorkerJukebox, audio: np.ndarray, rate: int,
     parts = [chunk_features(jukebox, chunks[i:i + settings.batch_chunks], settings.layer, frames)
              for i in range(0, count, settings.batch_chunks)]
     return np.concatenate(parts).reshape(count * frames, -1)
+
+
+def cached_track_features(audio: np.ndarray, rate: int, config: DancegenConfig,
+                          weights_root: AistppInputs, sha256: str,
+                          cache: FeatureCache | None) -> np.ndarray:
+    """A track's features from the cache, or extracted (and cached): float16 values as float32.
+
+    The build's feature phase, EDGE training and EDGE synthesis all go through here, so a track
+    is extracted once whichever needs it first.
+    """
+    cached = cache.get(sha256) if cache is not None else None
+    if cached is not None:
+        return cached.astype(np.float32)
+    jukebox = worker_jukebox(config.jukebox, *weights_of(weights_root, config.jukebox))
+    track = track_features(jukebox, audio, rate, config.jukebox, config.dataset.fps)
+    stored = track.astype(np.float16)
+    if not np.isfinite(stored).all():  # float16 overflow would poison every later read
+        raise RuntimeError("Jukebox features overflow float16; try jukebox.dtype=float32")
+    if cache is not None:
+        cache.put(sha256, stored)
+    return stored.astype(np.float32)
+
+
+def store_cache(store: str, inputs: AistppInputs, config: DancegenConfig) -> FeatureCache:
+    """The build's Jukebox feature cache in ``store`` for these weights and settings."""
+    return FeatureCache(store, "jukebox", cache_key(inputs, config))
 
 
 def window_features(track: np.ndarray, start_s: float, frames: int, fps: int,
@@ -184,11 +210,14 @@ class FeatureResult:
 def extract_track_now(unit: FeatureUnit, config: DancegenConfig) -> FeatureResult:
     """Extract one track's features and put them in the cache."""
     started = time.perf_counter()
-    audio, rate = AistppInputs(unit.inputs_url).load_audio(unit.music_file)
+    inputs = AistppInputs(unit.inputs_url)
+    audio, rate = inputs.load_audio(unit.music_file)
     jukebox = worker_jukebox(config.jukebox, unit.vqvae_url, unit.prior_url)
     features = track_features(jukebox, audio, rate, config.jukebox, config.dataset.fps)
-    nbytes = FeatureCache.at(unit.cache_url).put(unit.music_sha256,
-                                                features.astype(np.float16))
+    stored = features.astype(np.float16)
+    if not np.isfinite(stored).all():  # float16 overflow would poison every later read
+        raise RuntimeError("Jukebox features overflow float16; try jukebox.dtype=float32")
+    nbytes = FeatureCache.at(unit.cache_url).put(unit.music_sha256, stored)
     return FeatureResult(unit.unit_id, len(audio) / rate, len(features), nbytes,
                          time.perf_counter() - started)
 

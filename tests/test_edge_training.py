@@ -13,6 +13,7 @@ from dancegen.storage.aistpp import AistppInputs
 from dancegen.storage.edge_checkpoint import EdgeRun, load_checkpoint
 from dancegen.tasks.edge_data import build_windows, training_sequences
 from dancegen.tasks.edge_train import train_edge_now
+from dancegen.tasks.jukebox_features import store_cache
 
 # fewer, further-apart windows than EDGE's 0.5 s stride keep these tests quick
 FAST = ["edge.train.window_stride_seconds=2.5", "edge.train.log_every=5"]
@@ -94,3 +95,8 @@ def test_edge_trains_on_jukebox_features(fixtures_dir, tmp_path) -> None:
     checkpoint = load_checkpoint(result.checkpoint)
     assert checkpoint.model_config.cond_feature_dim == 4800 and result.windows == 10
     assert checkpoint.dancegen["features"] == "jukebox"
+    # each track was extracted once, into the store's feature cache the build also reads
+    inputs = AistppInputs(str(fixtures_dir))
+    cache = store_cache(str(tmp_path / "b"), inputs, config)
+    shas = {inputs.sha256(s.music_file) for s in training_sequences(inputs)}
+    assert len(shas) == 3 and all(cache.has(sha) for sha in shas)
