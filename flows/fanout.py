@@ -9,7 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
+from prefect import get_run_logger
 from prefect.futures import as_completed
+from prefect_ray.context import remote_options
+
+from dancegen.config import DancegenConfig
+from dancegen.storage.dataset import DatasetStore
 
 Unit = TypeVar("Unit")
 
@@ -29,3 +34,28 @@ def run_bounded(
             yield unit, future.result()
         except BaseException as error:  # a failed unit must never stop the others
             yield unit, error
+
+
+def run_per_track(units: list[Unit], task: Any, stage: str, config: DancegenConfig,
+                  dataset: DatasetStore, failures: dict[str, str],
+                  kind: str) -> Iterator[tuple[Unit, Any]]:
+    """One ``task`` per track unit, with ``ray.stages.<stage>`` resources and the config's
+    retries; a failure is recorded in the store (and in ``failures``) and the others go on, a
+    success clears the unit's old failure. Yields (unit, result) of the successes."""
+    logger = get_run_logger()
+    task = task.with_options(retries=config.ray.retries)
+
+    def submit(unit: Any) -> Any:
+        with remote_options(**config.ray.resources(stage).ray_options()):
+            return task.submit(unit, config)
+
+    for unit, result in run_bounded(units, submit, config.ray.max_in_flight):
+        if isinstance(result, BaseException):
+            reason = f"{type(result).__name__}: {result}"
+            failures[unit.unit_id] = reason
+            dataset.record_failure(unit.unit_id, reason, {"kind": kind,
+                                                          "music_file": unit.music_file})
+            logger.error("%s failed: %s", unit.unit_id, reason)
+        else:
+            dataset.clear_failure(unit.unit_id)
+            yield unit, result

@@ -12,20 +12,17 @@ phase (the stage then records ``inputs/jukebox-shared`` and is skipped); a track
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from prefect import get_run_logger
-from prefect_ray.context import remote_options
 
 from dancegen.config import DancegenConfig
 from dancegen.errors import InputError
-from dancegen.flows.fanout import run_bounded
+from dancegen.flows.fanout import run_per_track
 from dancegen.storage.aistpp import InputRoots
 from dancegen.storage.dataset import DatasetStore
 from dancegen.storage.feature_cache import FeatureCache
 from dancegen.storage.segments import Segment
 from dancegen.tasks.jukebox_features import (
-    FeatureResult,
     FeatureUnit,
     cache_key,
     extract_track,
@@ -71,23 +68,11 @@ def extract_jukebox_features(dataset: DatasetStore, roots: InputRoots, segments:
         units.append(FeatureUnit(root, segment.music_file, sha, vqvae_url, prior_url, cache.url))
     logger = get_run_logger()
     logger.info("Jukebox features: %d tracks to extract, %d cached", len(units), outcome.cached)
-    task = extract_track.with_options(retries=config.ray.retries)
-
-    def submit(unit: FeatureUnit) -> Any:
-        with remote_options(**config.ray.resources("jukebox").ray_options()):
-            return task.submit(unit, config)
-
-    for unit, result in run_bounded(units, submit, config.ray.max_in_flight):
-        if isinstance(result, FeatureResult):
-            outcome.extracted += 1
-            dataset.clear_failure(unit.unit_id)
-            logger.info("%s: %.1f s of music -> %d frames in %.1f s (%.2f s per s of music)",
-                        unit.music_file, result.music_seconds, result.frames, result.seconds,
-                        result.seconds / max(result.music_seconds, 1e-9))
-        else:
-            reason = f"{type(result).__name__}: {result}"
-            outcome.failures[unit.unit_id] = reason
-            dataset.record_failure(unit.unit_id, reason, {"kind": "features",
-                                                          "music_file": unit.music_file})
-            logger.error("%s failed: %s", unit.unit_id, reason)
+    results = run_per_track(units, extract_track, "jukebox", config, dataset,
+                            outcome.failures, "features")
+    for unit, result in results:
+        outcome.extracted += 1
+        logger.info("%s: %.1f s of music -> %d frames in %.1f s (%.2f s per s of music)",
+                    unit.music_file, result.music_seconds, result.frames, result.seconds,
+                    result.seconds / max(result.music_seconds, 1e-9))
     return outcome

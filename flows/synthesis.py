@@ -14,21 +14,19 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
 
 from prefect import get_run_logger
-from prefect_ray.context import remote_options
 
 from dancegen.config import DancegenConfig
 from dancegen.errors import InputError
-from dancegen.flows.fanout import run_bounded
+from dancegen.flows.fanout import run_per_track
 from dancegen.storage.aistpp import AistppInputs
 from dancegen.storage.dataset import DatasetStore
 from dancegen.storage.edge_checkpoint import EdgeRun
 from dancegen.storage.location import StoreLocation, file_version
 from dancegen.storage.pseudo_motions import PseudoMotionRoot, music_files
 from dancegen.tasks.edge_data import check_feature_backend, features_token
-from dancegen.tasks.edge_synthesis import TrackResult, TrackUnit, synthesize_track, track_key
+from dancegen.tasks.edge_synthesis import TrackUnit, synthesize_track, track_key
 from dancegen.tasks.jukebox_features import store_cache
 
 
@@ -114,24 +112,12 @@ def synthesize_pseudo_motions(dataset: DatasetStore, source: AistppInputs,
                          (synthesis.smpl_scaling, median_scaling), config, outcome)
     logger.info("pseudo-motions: %d tracks to synthesise, %d up to date", len(units),
                 outcome.skipped)
-    track_task = synthesize_track.with_options(retries=config.ray.retries)
-
-    def submit(unit: TrackUnit) -> Any:
-        with remote_options(**config.ray.resources("synthesis").ray_options()):
-            return track_task.submit(unit, config)
-
-    for unit, result in run_bounded(units, submit, config.ray.max_in_flight):
-        if isinstance(result, TrackResult):
-            outcome.synthesized += 1
-            dataset.clear_failure(unit.unit_id)
-            logger.info("%s: %.1f s of music -> %d frames (%d windows) in %.1f s",
-                        unit.music_file, result.music_seconds, result.frames, result.windows,
-                        result.seconds)
-        else:
-            reason = f"{type(result).__name__}: {result}"
-            outcome.failures[unit.unit_id] = reason
-            dataset.record_failure(unit.unit_id, reason, {"kind": "synthesis",
-                                                          "music_file": unit.music_file})
-            logger.error("%s failed: %s", unit.unit_id, reason)
+    results = run_per_track(units, synthesize_track, "synthesis", config, dataset,
+                            outcome.failures, "synthesis")
+    for unit, result in results:
+        outcome.synthesized += 1
+        logger.info("%s: %.1f s of music -> %d frames (%d windows) in %.1f s",
+                    unit.music_file, result.music_seconds, result.frames, result.windows,
+                    result.seconds)
     outcome.root = pseudo.url if pseudo.finalize(source) else None
     return outcome
