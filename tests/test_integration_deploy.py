@@ -8,9 +8,11 @@ in-process Prefect test harness used by the other tests.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -87,25 +89,38 @@ def operator_env(tmp_path: Path, s3_endpoint: str) -> Iterator[dict[str, str]]:
     start(str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
           "--port", api.split(":")[2].split("/")[0])
     ray_temp = Path("/tmp") / f"dgray{ray_port}"  # short: Ray's socket paths have a length cap
-    subprocess.run([str(BIN / "ray"), "start", "--head", "--port", str(ray_port),
-                    "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats",
-                    "--temp-dir", str(ray_temp)],
-                   env=env, check=True, capture_output=True, timeout=120)
+    # --block keeps the head's processes under this command, in a process group of its own:
+    # teardown stops exactly this cluster (`ray stop` would also kill the test session's Ray)
+    start(str(BIN / "ray"), "start", "--head", "--block", "--port", str(ray_port),
+          "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats",
+          "--temp-dir", str(ray_temp))
     try:
         _wait(lambda: _healthy(api), 120, "the Prefect server")
+        _wait(lambda: _listening(ray_port), 120, "the Ray head")
         yield env
     finally:
         for process in processes:
-            process.terminate()
+            _signal_group(process, signal.SIGTERM)
         for process in processes:
             try:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                process.kill()
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True,
-                       timeout=120)
+                _signal_group(process, signal.SIGKILL)
+                process.wait()
         shutil.rmtree(ray_temp, ignore_errors=True)
         log.close()
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _signal_group(process: subprocess.Popen, sig: signal.Signals) -> None:
+    """Signal a service and every process it started (its own session, see ``start``)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
 
 
 def _prefect(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
