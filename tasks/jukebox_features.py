@@ -155,13 +155,18 @@ def cached_track_features(audio: np.ndarray, rate: int, config: DancegenConfig,
     if cached is not None:
         return cached.astype(np.float32)
     jukebox = worker_jukebox(config.jukebox, *weights_of(weights_root, config.jukebox))
-    track = track_features(jukebox, audio, rate, config.jukebox, config.dataset.fps)
-    stored = track.astype(np.float16)
-    if not np.isfinite(stored).all():  # float16 overflow would poison every later read
-        raise RuntimeError("Jukebox features overflow float16; try jukebox.dtype=float32")
+    stored = as_stored(track_features(jukebox, audio, rate, config.jukebox, config.dataset.fps))
     if cache is not None:
         cache.put(sha256, stored)
     return stored.astype(np.float32)
+
+
+def as_stored(track: np.ndarray) -> np.ndarray:
+    """Features as the cache and the data contract hold them: float16, all finite."""
+    stored = track.astype(np.float16)
+    if not np.isfinite(stored).all():  # float16 overflow would poison every later read
+        raise RuntimeError("Jukebox features overflow float16; try jukebox.dtype=float32")
+    return stored
 
 
 def store_cache(store: str, inputs: AistppInputs, config: DancegenConfig) -> FeatureCache:
@@ -213,12 +218,9 @@ def extract_track_now(unit: FeatureUnit, config: DancegenConfig) -> FeatureResul
     inputs = AistppInputs(unit.inputs_url)
     audio, rate = inputs.load_audio(unit.music_file)
     jukebox = worker_jukebox(config.jukebox, unit.vqvae_url, unit.prior_url)
-    features = track_features(jukebox, audio, rate, config.jukebox, config.dataset.fps)
-    stored = features.astype(np.float16)
-    if not np.isfinite(stored).all():  # float16 overflow would poison every later read
-        raise RuntimeError("Jukebox features overflow float16; try jukebox.dtype=float32")
+    stored = as_stored(track_features(jukebox, audio, rate, config.jukebox, config.dataset.fps))
     nbytes = FeatureCache.at(unit.cache_url).put(unit.music_sha256, stored)
-    return FeatureResult(unit.unit_id, len(audio) / rate, len(features), nbytes,
+    return FeatureResult(unit.unit_id, len(audio) / rate, len(stored), nbytes,
                          time.perf_counter() - started)
 
 
