@@ -20,6 +20,8 @@ edge_app = typer.Typer(help="EDGE, the music-to-motion model behind pseudo-motio
 app.add_typer(edge_app, name="edge")
 motion_app = typer.Typer(help="Motion quality.", no_args_is_help=True)
 app.add_typer(motion_app, name="motion")
+ldm_app = typer.Typer(help="M2PEnc and the CHAMP-style video LDM.", no_args_is_help=True)
+app.add_typer(ldm_app, name="ldm")
 
 DEFAULT_CONFIG = "configs/local-cpu.yaml"
 PREFECT_HOME = Path(".dancegen/prefect")
@@ -46,24 +48,44 @@ def fixtures(
     typer.echo(f"wrote synthetic AIST++-layout fixtures to {path} (see {path}/SYNTHETIC.md)")
 
 
-def run_flow(flow_name: str, config_file: str, overrides: list[str] | None, inputs: str,
-             out: str) -> bool:
-    """Run ``build-dataset`` or ``train-edge`` with the config's Ray, against a Prefect API (a
-    local server for the run unless PREFECT_API_URL names one); print its final state."""
+def run_flows(runs: list[tuple[str, dict]], config_file: str,
+              overrides: list[str] | None) -> bool:
+    """Run dancegen flows in order against one Prefect API (a local server for the whole
+    sequence unless PREFECT_API_URL names one) and one Ray (the config's: local, or a cluster);
+    print each final state and stop at the first that does not complete.
+    ``runs``: (flow name, arguments)."""
+    import ray
+
     from dancegen.config import load_config
-    from dancegen.flows.build_dataset import build_dataset, ray_task_runner
+    from dancegen.flows.build_dataset import build_dataset, ray_init_kwargs, ray_task_runner
     from dancegen.flows.train_edge import train_edge
+    from dancegen.flows.train_ldm import train_ldm
     from dancegen.local_prefect import prefect_api
 
-    flow = {"build-dataset": build_dataset, "train-edge": train_edge}[flow_name]
+    flows = {"build-dataset": build_dataset, "train-edge": train_edge, "train-ldm": train_ldm}
     config = load_config(config_file, overrides)
     with prefect_api(PREFECT_HOME.resolve()) as api:
-        typer.echo(f"Prefect API {api}; {flow_name} {inputs} -> {out} with config {config.name}")
-        state = flow.with_options(task_runner=ray_task_runner(config.ray))(
-            inputs=inputs, out=out, config=config, return_state=True)
-    color = typer.colors.GREEN if state.is_completed() else typer.colors.RED
-    typer.secho(f"{state.name}: {state.message}", fg=color)
-    return state.is_completed()
+        # started after the API is up: the Ray workers inherit PREFECT_API_URL
+        ray.init(**ray_init_kwargs(config.ray))
+        try:
+            for flow_name, arguments in runs:
+                shown = " ".join(f"{k}={v}" for k, v in arguments.items())
+                typer.echo(f"Prefect API {api}; {flow_name} {shown} with config {config.name}")
+                state = flows[flow_name].with_options(task_runner=ray_task_runner(config.ray))(
+                    config=config, return_state=True, **arguments)
+                color = typer.colors.GREEN if state.is_completed() else typer.colors.RED
+                typer.secho(f"{state.name}: {state.message}", fg=color)
+                if not state.is_completed():
+                    return False
+        finally:
+            ray.shutdown()
+    return True
+
+
+def run_flow(flow_name: str, config_file: str, overrides: list[str] | None, inputs: str,
+             out: str) -> bool:
+    """Run ``build-dataset`` or ``train-edge`` on ``inputs`` into ``out`` (see run_flows)."""
+    return run_flows([(flow_name, {"inputs": inputs, "out": out})], config_file, overrides)
 
 
 def _run_flow_command(flow_name: str, config: str, overrides: list[str] | None, inputs: str,
@@ -95,6 +117,25 @@ def edge_train(
 ) -> None:
     """Train (or resume training) EDGE on the train split of the inputs."""
     _run_flow_command("train-edge", config, set_, inputs, out)
+
+
+@ldm_app.command("train")
+def ldm_train(
+    out: Annotated[str, typer.Option(help="Store root with the dataset; checkpoints go to "
+                                          "models/ldm/<run>/stage<N>/.")],
+    stage: Annotated[str, typer.Option(help="1, 2, 3 or all (1 then 2 then 3).")] = "all",
+    config: ConfigOpt = DEFAULT_CONFIG,
+    set_: SetOpt = None,
+) -> None:
+    """Train (or resume) the LDM's stages: 1 M2PEnc, 2 image stage, 3 temporal + M2PEnc."""
+    if stage not in ("1", "2", "3", "all"):
+        _fail(DancegenError(f"--stage must be 1, 2, 3 or all, not {stage!r}"))
+    stages = [1, 2, 3] if stage == "all" else [int(stage)]
+    try:
+        ok = run_flows([("train-ldm", {"stage": s, "out": out}) for s in stages], config, set_)
+    except DancegenError as error:
+        _fail(error)
+    raise typer.Exit(0 if ok else 1)
 
 
 @motion_app.command("eval")
@@ -211,24 +252,31 @@ def demo(
     set_: SetOpt = None,
 ) -> None:
     """The main job on the embedded default: fixtures -> EDGE training -> dataset build with
-    pseudo-motions -> dataset info and preview -> motion quality."""
+    pseudo-motions -> dataset info and preview -> motion quality -> the LDM's three training
+    stages."""
     inputs, store = workdir / "inputs", workdir / "store.zarr"
-    typer.secho("[1/5] fixtures", bold=True)
+    typer.secho("[1/6] fixtures", bold=True)
     fixtures(inputs)
-    typer.secho("[2/5] train EDGE (music-to-motion) on the fixtures", bold=True)
+    typer.secho("[2/6] train EDGE (music-to-motion), then [3/6] build the dataset (AIST++-layout "
+                "motion + EDGE pseudo-motions)", bold=True)
+    paths = {"inputs": str(inputs), "out": str(store)}
     try:
-        ok = run_flow("train-edge", config, set_, str(inputs), str(store))
-        typer.secho("[3/5] dataset build (AIST++-layout motion + EDGE pseudo-motions)",
-                    bold=True)
-        ok = run_flow("build-dataset", config, set_, str(inputs), str(store)) and ok
+        ok = run_flows([("train-edge", paths), ("build-dataset", paths)], config, set_)
     except DancegenError as error:
         _fail(error)
-    typer.secho("[4/5] dataset info", bold=True)
+    typer.secho("[4/6] dataset info", bold=True)
     dataset_info(str(store))
-    if ok:
-        dataset_preview(str(store), out=workdir / "preview.png", segment=0, frame=45)
-        typer.secho("[5/5] motion quality", bold=True)
-        motion_eval(str(inputs), str(store), config, set_)
+    if not ok:
+        raise typer.Exit(1)
+    dataset_preview(str(store), out=workdir / "preview.png", segment=0, frame=45)
+    typer.secho("[5/6] motion quality", bold=True)
+    motion_eval(str(inputs), str(store), config, set_)
+    typer.secho("[6/6] train M2PEnc and the LDM: stages 1, 2, 3", bold=True)
+    try:
+        ok = run_flows([("train-ldm", {"stage": s, "out": str(store)}) for s in (1, 2, 3)],
+                       config, set_)
+    except DancegenError as error:
+        _fail(error)
     raise typer.Exit(0 if ok else 1)
 
 

@@ -151,10 +151,91 @@ class TrainingConfig(_Strict):
 
     optimizer: Literal["adamw"] = "adamw"
     learning_rate: float = Field(1e-5, gt=0)
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    weight_decay: float = Field(1e-2, ge=0, description="CHAMP's AdamW weight decay")
+    mixed_precision: Literal["no", "fp16", "bf16"] = Field(
+        "no", description="autocast dtype on CUDA workers; CPU workers always train in float32")
+    workers: int = Field(1, gt=0, description="Ray Train workers (DDP ranks), one GPU each")
+    checkpoint_every: int = Field(100, gt=0)
+    log_every: int = Field(10, gt=0)
+    seed: int = 0
     stage1: TrainStageConfig
     stage2: TrainStageConfig
     stage3: TrainStageConfig
+
+    def stage(self, number: int) -> TrainStageConfig:
+        """The settings of stage 1, 2 or 3."""
+        return {1: self.stage1, 2: self.stage2, 3: self.stage3}[number]
+
+
+class LdmWeights(_Strict):
+    """Published pretrained weights: local folders or s3:// URLs (docs/ldm.md has the layouts)."""
+
+    stable_diffusion: str = Field(description="SD 1.5 folder with unet/ (diffusers layout)")
+    vae: str = Field(description="VAE folder (diffusers AutoencoderKL, e.g. sd-vae-ft-mse)")
+    image_encoder: str = Field(description="CLIP image encoder folder (transformers)")
+    champ: str | None = Field(None, description="CHAMP's champ/ folder with *.pth; null = "
+                                                "start from SD 1.5 alone")
+
+
+class LdmStandIn(_Strict):
+    """Offline stand-ins for the pretrained SD 1.5 / VAE / CLIP when no weights are configured.
+
+    Built from these diffusers / transformers config dicts, written to the store in the
+    published folder layouts and loaded from there like real weights. The VAE is trained on
+    the dataset's frames first (a random frozen VAE would make the latents meaningless); the
+    CLIP encoder stays random (it is frozen in every stage, a fixed random embedding).
+    """
+
+    unet: dict[str, Any]
+    vae: dict[str, Any]
+    image_encoder: dict[str, Any]
+    vae_steps: int = Field(200, gt=0)
+    vae_batch_size: int = Field(8, gt=0)
+    vae_learning_rate: float = Field(1e-3, gt=0)
+
+
+class M2PEncSizes(_Strict):
+    """M2PEnc widths (at 64, 32, 16 ... pixels) and its 3D attention blocks."""
+
+    channels: list[int] = Field(default_factory=lambda: [32, 64, 128], min_length=1)
+    attention_blocks: int = Field(2, ge=0)
+    attention_heads: int = Field(8, gt=0)
+
+
+class NoiseSchedule(_Strict):
+    """One DDPM schedule for training and sampling (CHAMP's configs disagree; SD 1.5's here)."""
+
+    num_train_timesteps: int = Field(1000, gt=1)
+    beta_start: float = Field(0.00085, gt=0)
+    beta_end: float = Field(0.012, gt=0)
+    beta_schedule: Literal["scaled_linear", "linear"] = "scaled_linear"
+    prediction_type: Literal["epsilon"] = "epsilon"  # the paper's noise-prediction MSE
+
+
+class LdmConfig(_Strict):
+    """M2PEnc and the CHAMP-style LDM: sizes, weights, and what the losses need."""
+
+    run_name: str = Field("ldm", pattern=r"^[A-Za-z0-9._-]+$")
+    weights: LdmWeights | None = None
+    stand_in: LdmStandIn | None = None
+    m2penc: M2PEncSizes = M2PEncSizes()
+    guidance_channels: list[int] = Field(default_factory=lambda: [16, 32, 96, 256],
+                                         description="CHAMP's guidance encoder widths")
+    guidance_heads: int = Field(8, gt=0)
+    motion_heads: int = Field(8, gt=0)
+    motion_max_frames: int = Field(32, gt=0, description="temporal position encoding length")
+    schedule: NoiseSchedule = NoiseSchedule()
+    noise_offset: float = Field(0.05, ge=0, description="CHAMP's offset noise")
+    uncond_ratio: float = Field(0.1, ge=0, lt=1, description="reference dropped (for CFG)")
+    heatmap_loss_weight: float = Field(1.0, ge=0, description="stage 1: L1 + w * heatmap MSE")
+    stage3_pixel_weight: float = Field(0.5, ge=0, description="stage 3: 0.5 Lpix + 0.5 Lguid")
+    stage3_guidance_weight: float = Field(0.5, ge=0)
+
+    @model_validator(mode="after")
+    def _check_weights(self) -> LdmConfig:
+        if (self.weights is None) == (self.stand_in is None):
+            raise ValueError("set exactly one of ldm.weights (pretrained) and ldm.stand_in")
+        return self
 
 
 class EdgeModelSizes(_Strict):
@@ -250,6 +331,7 @@ class DancegenConfig(_Strict):
     ray: RayConfig = RayConfig()
     training: TrainingConfig
     edge: EdgeConfig
+    ldm: LdmConfig
     planning: PlanningConfig = PlanningConfig()
 
     @model_validator(mode="after")

@@ -104,17 +104,22 @@ class BuildSummary:
         return "\n".join(lines)
 
 
-def ray_task_runner(ray: RayConfig) -> RayTaskRunner:
-    """A task runner for the config: a local Ray for the run, or an existing cluster."""
+def ray_init_kwargs(ray: RayConfig) -> dict:
+    """``ray.init`` arguments for the config: a local Ray for the run, or an existing cluster."""
     init: dict = {"include_dashboard": ray.include_dashboard}
     if ray.address is None:
         # "local": always a new Ray for this run, never a cluster that happens to be running
         init["address"] = "local"
         if ray.num_cpus is not None:
             init["num_cpus"] = ray.num_cpus
-        return RayTaskRunner(init_kwargs=init)
+        return init
     init["address"] = ray.address  # "auto" or ray://...; fails loudly if nothing is there
-    return RayTaskRunner(init_kwargs=init)
+    return init
+
+
+def ray_task_runner(ray: RayConfig) -> RayTaskRunner:
+    """A task runner that starts (or joins) the config's Ray, unless one is initialised."""
+    return RayTaskRunner(init_kwargs=ray_init_kwargs(ray))
 
 
 def _layout(config: DancegenConfig, synthetic: bool) -> Layout:

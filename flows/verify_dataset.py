@@ -6,23 +6,20 @@ Deployed downstream of ``build-dataset`` (prefect.yaml): a completed build trigg
 from __future__ import annotations
 
 from dataclasses import asdict
-from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.client.orchestration import get_client
 from prefect.states import Completed, Failed, State
 
 from dancegen.config import load_config
+from dancegen.flows.upstream import upstream_parameters
 from dancegen.storage.dataset import DatasetStore
 from dancegen.storage.verify import verify_dataset as verify
 
 
 def _build_target(flow_run_ref: str) -> tuple[str, str]:
     """(store, version) that a ``build-dataset`` flow run wrote, from its parameters."""
-    run_id = UUID(flow_run_ref.removeprefix("prefect.flow-run."))
-    with get_client(sync_client=True) as client:
-        parameters = client.read_flow_run(run_id).parameters
+    parameters = upstream_parameters(flow_run_ref)
     config = parameters.get("config", "configs/local-cpu.yaml")
     if isinstance(config, str):
         version = load_config(config, parameters.get("overrides")).dataset.version

@@ -13,11 +13,8 @@ attention block count, comes from the config (``jukebox.heads``, ``jukebox.block
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-import os
 import re
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +24,7 @@ import torch
 from dancegen.errors import InputError
 from dancegen.models.jukebox_prior import JukeboxPriorConfig, JukeboxTopPrior
 from dancegen.models.jukebox_vqvae import JukeboxVQVAEConfig, JukeboxVQVAEEncoder
-from dancegen.storage.location import file_version, split_url
+from dancegen.storage.weights_cache import local_file
 
 # what Jukebox's ``hps`` may pickle besides plain Python values
 _SCALAR = importlib.import_module("numpy._core.multiarray").scalar
@@ -36,27 +33,10 @@ _NUMPY_GLOBALS: list[Any] = [
     (_SCALAR, "numpy._core.multiarray.scalar"),
     np.dtype, *(type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool")),
 ]
-CACHE_DIR = Path(os.environ.get("DANCEGEN_CACHE", Path.home() / ".cache" / "dancegen"))
 
 
 def _local_path(url: str) -> Path:
-    """A local file for ``url``: the file itself, or a cached download of an S3 object."""
-    location, name = split_url(url)
-    version = file_version(url)
-    if version is None:
-        raise InputError(f"Jukebox checkpoint not found: {url}")
-    if location.is_local:
-        return Path(location.path(name))
-    digest = hashlib.sha256(f"{url}|{version}".encode()).hexdigest()[:16]
-    target = CACHE_DIR / "weights" / digest / name
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # a name of its own per download: workers starting together on one machine each
-        # write their own file, and the rename makes whichever finishes the (whole) target
-        partial = target.with_name(f"{name}.{os.getpid()}.{uuid.uuid4().hex}.partial")
-        location.fs.get(location.path(name), str(partial))
-        partial.replace(target)
-    return target
+    return local_file(url, "Jukebox checkpoint")
 
 
 def read_state(url: str) -> dict[str, torch.Tensor]:

@@ -126,6 +126,11 @@ class StoreLocation:
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self.path(key))
 
+    def delete_tree(self, prefix: str) -> None:
+        """Remove everything below ``prefix`` if anything is there."""
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm(self.path(prefix), recursive=True)
+
     def size_bytes(self, prefix: str = "") -> int:
         """Bytes stored below ``prefix``."""
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -19,12 +20,18 @@ from dancegen.cli import app
 def dancegen(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
     return subprocess.run([sys.executable, "-m", "dancegen", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=400)
+                          capture_output=True, text=True, timeout=600)
+
+
+# the LDM stages shortened: the full tiny run is the main job's (about 5 minutes)
+SHORT_LDM = ["--set", "training.stage1.steps=10", "--set", "training.stage2.steps=10",
+             "--set", "training.stage3.steps=4", "--set", "training.checkpoint_every=5",
+             "--set", "training.log_every=2", "--set", "ldm.stand_in.vae_steps=10"]
 
 
 @pytest.mark.slow
 def test_demo_runs_the_main_job_and_is_idempotent(tmp_path: Path) -> None:
-    first = dancegen("demo", "--workdir", "work", cwd=tmp_path)
+    first = dancegen("demo", "--workdir", "work", *SHORT_LDM, cwd=tmp_path)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     out = first.stdout
     assert re.search(r"Prefect API http://127\.0\.0\.1:\d+/api", out)  # a real local server
@@ -46,11 +53,21 @@ def test_demo_runs_the_main_job_and_is_idempotent(tmp_path: Path) -> None:
     assert "| generated (EDGE pseudo-motions) | 2 |" in table
     assert "| training motions (reference) | 4 |" in table
 
-    second = dancegen("demo", "--workdir", "work", cwd=tmp_path)
+    ldm = tmp_path / "work/store.zarr/models/ldm/ldm-tiny"
+    for stage, steps in ((1, 10), (2, 10), (3, 4)):
+        assert f"Completed: LDM stage {stage} (ldm-tiny): {steps} steps" in out
+        latest = json.loads((ldm / f"stage{stage}/latest.json").read_text())
+        assert latest["done"] and latest["step"] == steps
+        assert (ldm / latest["checkpoint"] / "training_state.pt").exists()
+    assert json.loads((ldm / "base/stand_in.json").read_text())["stand_in"] is True
+    assert (ldm / "stage2/checkpoint-0000010/denoising_unet/config.json").exists()
+
+    second = dancegen("demo", "--workdir", "work", *SHORT_LDM, cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "Completed: EDGE edge-tiny: 600 steps" in second.stdout  # nothing left to train
     assert "pseudo-motion tracks 0 new, 2 kept, 0 failed" in second.stdout
     assert "shards written 0, skipped 20, failed 0" in second.stdout
+    assert "Completed: LDM stage 3 (ldm-tiny): 4 steps" in second.stdout  # already trained
 
 
 def test_info_describes_a_store_and_refuses_an_empty_one(tmp_path: Path) -> None:

@@ -1,0 +1,114 @@
+"""Train one stage of M2PEnc + the CHAMP-style LDM with Ray Train; the flow is the driver.
+
+    dataset store --stage 1: M2PEnc-----------------------> <store>/models/ldm/<run>/stage1
+                  --stage 2: image stage (ref U-Net, guidance encoders, U-Net) --> stage2
+                  --stage 3: temporal layers + M2PEnc (needs 1 and 2) ---------> stage3
+
+Each stage is a ``TorchTrainer`` with ``training.workers`` DDP ranks of ``ray.stages.ldm_train``
+resources (a GPU each on a cluster). Ray Train restarts a failed worker group up to
+``ray.retries`` times, and each restart resumes from the last checkpoint in the store; a
+re-run of a finished stage returns at once. Offline (``ldm.stand_in``), stage 2 first writes
+the stand-in base models to the store, as a Ray task.
+
+Deployed, each stage is triggered by the completion of the one before it (stage 1 by the
+dataset build) and takes the store and config from that upstream run's parameters.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed, Failed, State
+from prefect_ray import RayTaskRunner
+from prefect_ray.context import remote_options
+from ray.train import FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from dancegen.config import DancegenConfig, load_config
+from dancegen.flows.upstream import chain_head_parameters
+from dancegen.storage.ldm_checkpoint import LdmRun
+from dancegen.tasks.ldm_stand_in import build_stand_in_base
+from dancegen.tasks.ldm_train import ray_train_worker
+
+
+@task(name="build-stand-in-base", cache_policy=NO_CACHE)
+def stand_in_base(out: str, config: DancegenConfig) -> dict:
+    """Offline stand-ins for SD 1.5 / VAE / CLIP, written to the store once."""
+    return build_stand_in_base(out, config)
+
+
+def loss_table(state: dict) -> str:
+    """A stage's loss curve as a Markdown table (at most ~20 rows)."""
+    columns, rows = state.get("loss_columns", []), state.get("losses", [])
+    stride = max(1, len(rows) // 20)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(f"{v:.4g}" for v in row) + " |"
+                              for row in rows[::stride]])
+
+
+def _headline(stage: int, config: DancegenConfig, run: LdmRun, state: dict) -> str:
+    losses = state["losses"]
+    return (f"LDM stage {stage} ({config.ldm.run_name}): {state['step']} steps, loss "
+            f"{losses[0][1]:.4f} -> {losses[-1][1]:.4f}; {run.location.url}/"
+            f"{state['checkpoint']}")
+
+
+@flow(name="train-ldm", task_runner=RayTaskRunner())
+def train_ldm(
+    stage: int,
+    out: str | None = None,
+    config: DancegenConfig | str = "configs/local-cpu.yaml",
+    overrides: list[str] | None = None,
+    upstream_flow_run: str | None = None,
+    inputs: str | None = None,  # unused; accepted so every dancegen flow takes the same args
+) -> State:
+    """Train stage 1, 2 or 3 on the dataset in ``out`` (or the upstream run's store)."""
+    if upstream_flow_run:
+        parameters = chain_head_parameters(upstream_flow_run)
+        out = parameters["out"]
+        config = parameters.get("config", config)
+        overrides = parameters.get("overrides", overrides)
+    if out is None:
+        raise ValueError("train-ldm needs `out` or `upstream_flow_run`")
+    if isinstance(config, str):
+        config = load_config(config, overrides)
+    elif isinstance(config, dict):
+        config = DancegenConfig.model_validate(config)
+    if stage not in (1, 2, 3):
+        raise ValueError(f"stage must be 1, 2 or 3, not {stage}")
+    logger = get_run_logger()
+    run = LdmRun(out, config.ldm.run_name)
+    if run.done(stage):  # nothing left to train: no workers started
+        state = run.state(stage)
+        return Completed(message=_headline(stage, config, run, state), data=state)
+    if stage == 3 and not (run.done(1) and run.done(2)):
+        return Failed(message=f"stage 3 needs finished stages 1 and 2 in {run.location.url}")
+    if stage > 1 and config.ldm.stand_in is not None:
+        with remote_options(**config.ray.resources("ldm_train").ray_options()):
+            base = stand_in_base.submit(out, config).result()
+        logger.info("stand-in base weights (NOT SD 1.5): VAE loss %s -> %s",
+                    base["vae_losses"][0], base["vae_losses"][-1])
+    resources = config.ray.resources("ldm_train")
+    trainer = TorchTrainer(
+        ray_train_worker,
+        train_loop_config={"stage": stage, "store": out,
+                           "config": config.model_dump(mode="json")},
+        scaling_config=ScalingConfig(
+            num_workers=config.training.workers, use_gpu=bool(resources.num_gpus),
+            resources_per_worker={"CPU": resources.num_cpus,
+                                  **({"GPU": resources.num_gpus} if resources.num_gpus else {})}),
+        run_config=RunConfig(
+            name=f"{config.ldm.run_name}-stage{stage}",
+            failure_config=FailureConfig(max_failures=config.ray.retries)),
+    )
+    result = trainer.fit()
+    state = run.state(stage)
+    if result.error is not None or not state or not state.get("done"):
+        return Failed(message=f"LDM stage {stage} failed: {result.error}")
+    headline = _headline(stage, config, run, state)
+    create_markdown_artifact(f"# {headline}\n\n{loss_table(state)}",
+                             key=f"ldm-stage{stage}", description=headline)
+    logger.info(headline)
+    return Completed(message=headline, data=state)
+

@@ -1,0 +1,188 @@
+"""One training stage of M2PEnc + the LDM: the loop every Ray Train worker runs.
+
+Readable in one sitting, as nanoGPT's: build what the stage trains, resume from the store's
+latest checkpoint, then for each step draw a batch (seeded by the step, so a resumed run sees
+the same batches), forward the stage's objective, backward, AdamW step. Rank 0 writes a
+checkpoint every ``training.checkpoint_every`` steps and at the end; ``latest.json`` is
+written last, so a worker killed mid-write leaves the previous checkpoint in charge.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from diffusers import DDPMScheduler
+from torch import nn
+
+from dancegen.config import DancegenConfig
+from dancegen.models.champ import ChampModel
+from dancegen.models.m2penc import M2PEnc
+from dancegen.storage.ldm_checkpoint import LdmRun
+from dancegen.tasks.ldm_data import ClipSource
+from dancegen.tasks.ldm_models import (
+    base_weights,
+    frozen_encoders,
+    load_finished,
+    load_stage_checkpoint,
+    m2penc_config,
+    new_champ,
+    stage_modules,
+)
+from dancegen.tasks.ldm_objectives import (
+    DenoisingObjective,
+    M2PEncObjective,
+    add_noise,
+    clip_embeds,
+    encode_latents,
+)
+
+LOSS_COLUMNS = ("step", "loss")
+
+
+def build_stage(stage: int, run: LdmRun, config: DancegenConfig
+                ) -> tuple[nn.Module, ChampModel | None, M2PEnc | None]:
+    """(objective, champ, m2penc) for a stage, with only the stage's parameters trainable."""
+    ldm = config.ldm
+    if stage == 1:
+        m2penc = M2PEnc(m2penc_config(config))
+        return M2PEncObjective(m2penc, ldm.heatmap_loss_weight), None, m2penc
+    champ = new_champ(run, config)
+    if stage == 2:
+        return DenoisingObjective(champ), champ, None
+    load_finished(2, run, champ, None)
+    m2penc = M2PEnc(m2penc_config(config))
+    load_finished(1, run, None, m2penc)
+    champ.requires_grad_(False)
+    for param in champ.denoising_unet.motion_parameters():
+        param.requires_grad_(True)
+    objective = DenoisingObjective(champ, m2penc, ldm.stage3_pixel_weight,
+                                   ldm.stage3_guidance_weight, ldm.heatmap_loss_weight)
+    return objective, champ, m2penc
+
+
+def step_generator(seed: int, stage: int, step: int, rank: int) -> torch.Generator:
+    """The RNG of one step on one rank: batches and noise depend on nothing else."""
+    return torch.Generator().manual_seed(((seed * 1009 + stage) * 1_000_003 + step) * 64 + rank)
+
+
+def make_batch(stage: int, source: ClipSource, generator: torch.Generator,
+               config: DancegenConfig, frozen: tuple | None, scheduler: DDPMScheduler | None,
+               device: torch.device, per_rank_batch: int) -> dict[str, torch.Tensor]:
+    """Draw a stage's batch; for stages 2 and 3, encode it into noisy latents."""
+    settings = config.training.stage(stage)
+    if stage == 1:
+        batch = source.batch(generator, per_rank_batch, settings.frames)
+        return {k: v.to(device) for k, v in batch.items()}
+    data = source.batch(generator, per_rank_batch, settings.frames, settings.resolution,
+                        m2penc=stage == 3)
+    data = {k: v.to(device) for k, v in data.items()}
+    vae, image_encoder = frozen
+    latents = encode_latents(vae, data.pop("frames"), generator)
+    reference = data.pop("reference")
+    noisy, noise, timesteps = add_noise(scheduler, latents, generator, config.ldm.noise_offset)
+    batch = {**data, "noisy_latents": noisy, "noise": noise, "timesteps": timesteps}
+    # classifier-free guidance dropout, one draw per batch (CHAMP): no reference, zero CLIP
+    if float(torch.rand(1, generator=generator)) < config.ldm.uncond_ratio:
+        batch["clip"] = torch.zeros(len(reference), 1, image_encoder.config.projection_dim,
+                                    device=device)
+    else:
+        batch["clip"] = clip_embeds(image_encoder, reference)
+        batch["reference_latents"] = encode_latents(vae, reference, generator)
+    return batch
+
+
+def _autocast(device: torch.device, precision: str):
+    if device.type != "cuda" or precision == "no":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.float16 if precision == "fp16" else torch.bfloat16)
+
+
+def train_stage(stage: int, store: str, config: DancegenConfig, *, rank: int = 0,
+                world_size: int = 1, device: torch.device | None = None,
+                prepare: Callable[[nn.Module], nn.Module] = lambda m: m,
+                report: Callable[[dict[str, Any]], None] = lambda metrics: None,
+                ) -> dict[str, Any]:
+    """Train ``stage`` (1, 2 or 3) up to ``training.stage<N>.steps``, resuming if possible.
+
+    ``prepare`` wraps the objective for DDP (Ray Train's ``prepare_model``); ``report`` gets
+    each logged step's metrics. Returns the stage's ``latest.json`` plus timing.
+    """
+    device = device or torch.device("cpu")
+    settings, training = config.training.stage(stage), config.training
+    run = LdmRun(store, config.ldm.run_name)
+    torch.manual_seed(training.seed * 1009 + stage)  # fresh weights: the same on every rank
+    objective, champ, m2penc = build_stage(stage, run, config)
+    objective.to(device)
+    trainable = [p for p in objective.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=training.learning_rate,
+                                  weight_decay=training.weight_decay)
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)  # constant
+    step, losses = 0, []
+    resumed = run.training_state(stage)
+    if resumed is not None:
+        load_stage_checkpoint(stage, run, champ, m2penc)
+        optimizer.load_state_dict(resumed["optimizer"])
+        lr_schedule.load_state_dict(resumed["lr_scheduler"])
+        torch.set_rng_state(resumed["torch_rng"])
+        step, losses = resumed["step"], run.state(stage).get("losses", [])
+    start_step, started = step, time.perf_counter()
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda"
+                                  and training.mixed_precision == "fp16")
+    frozen = scheduler = None
+    if stage > 1:
+        weights = base_weights(run, config)
+        vae, image_encoder = frozen_encoders(weights.vae, weights.image_encoder)
+        frozen = (vae.to(device), image_encoder.to(device))
+        scheduler = DDPMScheduler(**config.ldm.schedule.model_dump())
+    model = prepare(objective)
+    source = ClipSource(store, config)
+    per_rank_batch = max(1, settings.batch_size // world_size)
+    model.train()
+    while step < settings.steps:
+        generator = step_generator(training.seed, stage, step, rank)
+        batch = make_batch(stage, source, generator, config, frozen, scheduler, device,
+                           per_rank_batch)
+        with _autocast(device, training.mixed_precision):
+            loss, parts = model(batch)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)  # CHAMP's max_grad_norm
+        scaler.step(optimizer)
+        scaler.update()
+        lr_schedule.step()
+        step += 1
+        if step % training.log_every == 0 or step == settings.steps:
+            losses.append([step, loss.item(), *parts.values()])
+            report({"stage": stage, "step": step, "loss": loss.item(), **parts})
+        finished = step == settings.steps
+        if rank == 0 and (step % training.checkpoint_every == 0 or finished):
+            run.save(stage, step, stage_modules(stage, champ, m2penc),
+                     {"optimizer": optimizer.state_dict(),
+                      "lr_scheduler": lr_schedule.state_dict(),
+                      "torch_rng": torch.get_rng_state(), "step": step},
+                     {"losses": losses, "loss_columns": [*LOSS_COLUMNS, *parts]},
+                     done=finished)
+    seconds = time.perf_counter() - started
+    return {**(run.state(stage) or {}), "resumed_from": start_step, "seconds": seconds,
+            "steps_per_second": (step - start_step) / seconds if seconds else 0.0}
+
+
+def ray_train_worker(args: dict[str, Any]) -> None:
+    """Ray Train's ``train_loop_per_worker``: one DDP rank of a stage."""
+    import ray.train
+    import ray.train.torch
+
+    from dancegen.config import config_from_dict
+
+    context = ray.train.get_context()
+    train_stage(args["stage"], args["store"], config_from_dict(args["config"]),
+                rank=context.get_world_rank(), world_size=context.get_world_size(),
+                device=ray.train.torch.get_device(),
+                prepare=lambda module: ray.train.torch.prepare_model(
+                    module, parallel_strategy_kwargs={"find_unused_parameters": True}),
+                report=ray.train.report)
