@@ -24,14 +24,12 @@ import torch
 from diffusers import UNet2DConditionModel
 
 from dancegen.config import load_config
-from dancegen.models.champ import GUIDANCE_TYPES, ChampModel
-from dancegen.models.guidance_encoder import GuidanceEncoder
+from dancegen.models.champ import ChampModel
 from dancegen.models.m2penc import M2PEnc
-from dancegen.models.motion_module import MotionModuleConfig
-from dancegen.models.unet3d import DenoisingUNet3D
-from dancegen.storage.ldm_weights import guidance_encoder_config
-from dancegen.tasks.ldm_models import m2penc_config
+from dancegen.storage.ldm_weights import assemble_champ
+from dancegen.tasks.ldm_models import m2penc_config, motion_config
 from dancegen.tasks.ldm_objectives import DenoisingObjective, M2PEncObjective
+from dancegen.tasks.ldm_train import freeze_for_stage
 
 SD15_UNET = dict(  # stable-diffusion-v1-5/unet/config.json (architecture only)
     sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
@@ -44,13 +42,11 @@ def build(config, paper: bool) -> tuple[ChampModel, M2PEnc, int]:
     """The LDM and M2PEnc at the config's (or the paper's) sizes; and the CLIP width."""
     ldm = config.ldm
     unet_kwargs = SD15_UNET if paper else dict(ldm.stand_in.unet)
-    motion = MotionModuleConfig(num_attention_heads=ldm.motion_heads,
-                                max_frames=ldm.motion_max_frames)
-    reference = UNet2DConditionModel(**unet_kwargs)
-    guidance = guidance_encoder_config(reference, ldm.guidance_channels, ldm.guidance_heads)
-    champ = ChampModel(reference, DenoisingUNet3D(UNet2DConditionModel(**unet_kwargs), motion),
-                       {t: GuidanceEncoder(guidance) for t in GUIDANCE_TYPES})
-    return champ, M2PEnc(m2penc_config(config)), reference.config.cross_attention_dim
+    champ = assemble_champ(UNet2DConditionModel(**unet_kwargs),
+                           UNet2DConditionModel(**unet_kwargs), motion_config(config),
+                           ldm.guidance_channels, ldm.guidance_heads)
+    champ.denoising_unet.gradient_checkpointing = config.training.gradient_checkpointing
+    return champ, M2PEnc(m2penc_config(config)), unet_kwargs["cross_attention_dim"]
 
 
 def stage_batch(stage: int, frames: int, resolution: int, music_dim: int, clip_dim: int,
@@ -111,16 +107,14 @@ def main() -> None:
     torch.manual_seed(0)
     champ, m2penc, clip_dim = build(config, args.paper)
     objectives = {1: M2PEncObjective(m2penc, 1.0), 2: DenoisingObjective(champ),
-                  3: DenoisingObjective(champ, m2penc, 0.5, 0.5)}
+                  3: DenoisingObjective(champ, m2penc, 0.5, 0.5, resolution=resolution)}
     print(f"{'paper' if args.paper else config.name} sizes on {device} ({precision}), "
           f"{resolution}x{resolution}, batch 1")
     rows = {}
     for stage, objective in objectives.items():
         objective.to(device).train()
-        if stage == 3:  # what stage 3 trains: temporal layers + M2PEnc
-            champ.requires_grad_(False)
-            for param in champ.denoising_unet.motion_parameters():
-                param.requires_grad_(True)
+        if stage > 1:
+            freeze_for_stage(stage, champ)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         batch = stage_batch(stage, frames[stage], resolution, m2penc.config.music_dim, clip_dim,

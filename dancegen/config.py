@@ -155,6 +155,8 @@ class TrainingConfig(_Strict):
     mixed_precision: Literal["no", "fp16", "bf16"] = Field(
         "no", description="autocast dtype on CUDA workers; CPU workers always train in float32")
     workers: int = Field(1, gt=0, description="Ray Train workers (DDP ranks), one GPU each")
+    gradient_checkpointing: bool = Field(
+        False, description="recompute the denoising U-Net's activations in backward")
     checkpoint_every: int = Field(100, gt=0)
     log_every: int = Field(10, gt=0)
     seed: int = 0
@@ -165,6 +167,16 @@ class TrainingConfig(_Strict):
     def stage(self, number: int) -> TrainStageConfig:
         """The settings of stage 1, 2 or 3."""
         return {1: self.stage1, 2: self.stage2, 3: self.stage3}[number]
+
+    @model_validator(mode="after")
+    def _check_batches(self) -> TrainingConfig:
+        for number in (1, 2, 3):
+            if self.stage(number).batch_size % self.workers:
+                raise ValueError(f"training.stage{number}.batch_size must be a multiple of "
+                                 f"training.workers ({self.workers}): it is the global batch")
+        if self.stage2.frames != 1:
+            raise ValueError("training.stage2.frames must be 1: the image stage is per frame")
+        return self
 
 
 class LdmWeights(_Strict):
@@ -339,6 +351,9 @@ class DancegenConfig(_Strict):
         frames = self.dataset.segment_seconds * self.dataset.fps
         if abs(frames - round(frames)) > 1e-6:
             raise ValueError("dataset.segment_seconds * dataset.fps must be a whole frame count")
+        if self.training.stage3.frames > self.ldm.motion_max_frames:
+            raise ValueError("training.stage3.frames exceeds ldm.motion_max_frames, the temporal "
+                             "position encoding's length")
         if self.music.backend == "jukebox" and "jukebox" not in self.stages:
             raise ValueError("music.backend=jukebox needs the jukebox stage in stages")
         chunk = self.jukebox.chunk_seconds * self.dataset.fps

@@ -6,15 +6,19 @@
 
 Each stage is a ``TorchTrainer`` with ``training.workers`` DDP ranks of ``ray.stages.ldm_train``
 resources (a GPU each on a cluster). Ray Train restarts a failed worker group up to
-``ray.retries`` times, and each restart resumes from the last checkpoint in the store; a
-re-run of a finished stage returns at once. Offline (``ldm.stand_in``), stage 2 first writes
-the stand-in base models to the store, as a Ray task.
+``ray.retries`` times (any error: a missing weight file fails each restart the same way, then
+the flow ends Failed with it), and each restart resumes from the last checkpoint in the store;
+a re-run of a finished stage returns at once, one with more steps configured resumes.
+Offline (``ldm.stand_in``), stage 2 first writes the stand-in base models to the store, as a
+Ray task.
 
 Deployed, each stage is triggered by the completion of the one before it (stage 1 by the
 dataset build) and takes the store and config from that upstream run's parameters.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -25,7 +29,7 @@ from prefect_ray.context import remote_options
 from ray.train import FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from dancegen.config import DancegenConfig, load_config
+from dancegen.config import DancegenConfig, StageResources, load_config
 from dancegen.flows.upstream import chain_head_parameters
 from dancegen.storage.ldm_checkpoint import LdmRun
 from dancegen.tasks.ldm_stand_in import build_stand_in_base
@@ -45,6 +49,16 @@ def loss_table(state: dict) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     return "\n".join(lines + ["| " + " | ".join(f"{v:.4g}" for v in row) + " |"
                               for row in rows[::stride]])
+
+
+def worker_resources(resources: StageResources) -> dict[str, float]:
+    """Ray Train's ``resources_per_worker`` from a stage's Ray resources."""
+    wanted = {"CPU": resources.num_cpus}
+    if resources.num_gpus:
+        wanted["GPU"] = resources.num_gpus
+    if resources.memory_mb is not None:
+        wanted["memory"] = resources.memory_mb * 1024 * 1024
+    return wanted
 
 
 def _headline(stage: int, config: DancegenConfig, run: LdmRun, state: dict) -> str:
@@ -71,6 +85,8 @@ def train_ldm(
         overrides = parameters.get("overrides", overrides)
     if out is None:
         raise ValueError("train-ldm needs `out` or `upstream_flow_run`")
+    if "://" not in out:  # Ray Train workers run in their own directory
+        out = str(Path(out).resolve())
     if isinstance(config, str):
         config = load_config(config, overrides)
     elif isinstance(config, dict):
@@ -79,8 +95,9 @@ def train_ldm(
         raise ValueError(f"stage must be 1, 2 or 3, not {stage}")
     logger = get_run_logger()
     run = LdmRun(out, config.ldm.run_name)
-    if run.done(stage):  # nothing left to train: no workers started
-        state = run.state(stage)
+    state = run.state(stage)
+    if state and state["step"] >= config.training.stage(stage).steps:
+        # nothing left to train: no workers started (more steps configured: it resumes)
         return Completed(message=_headline(stage, config, run, state), data=state)
     if stage == 3 and not (run.done(1) and run.done(2)):
         return Failed(message=f"stage 3 needs finished stages 1 and 2 in {run.location.url}")
@@ -96,16 +113,21 @@ def train_ldm(
                            "config": config.model_dump(mode="json")},
         scaling_config=ScalingConfig(
             num_workers=config.training.workers, use_gpu=bool(resources.num_gpus),
-            resources_per_worker={"CPU": resources.num_cpus,
-                                  **({"GPU": resources.num_gpus} if resources.num_gpus else {})}),
+            resources_per_worker=worker_resources(resources)),
         run_config=RunConfig(
             name=f"{config.ldm.run_name}-stage{stage}",
             failure_config=FailureConfig(max_failures=config.ray.retries)),
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+        error = result.error
+    except Exception as failure:  # Ray Train raises once its restarts are used up
+        error = failure
     state = run.state(stage)
-    if result.error is not None or not state or not state.get("done"):
-        return Failed(message=f"LDM stage {stage} failed: {result.error}")
+    if error is not None or not state or not state.get("done"):
+        last = f" (last checkpoint: step {state['step']})" if state else ""
+        return Failed(message=f"LDM stage {stage} failed{last}: {type(error).__name__}: "
+                              f"{error}")
     headline = _headline(stage, config, run, state)
     create_markdown_artifact(f"# {headline}\n\n{loss_table(state)}",
                              key=f"ldm-stage{stage}", description=headline)

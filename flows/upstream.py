@@ -22,7 +22,9 @@ def chain_head_parameters(flow_run_ref: str) -> dict:
     """
     parameters = upstream_parameters(flow_run_ref)
     for _ in range(16):  # a chain is a few runs long; never loop forever on a bad reference
-        if parameters.get("out") or not parameters.get("upstream_flow_run"):
+        if parameters.get("out"):
             return parameters
+        if not parameters.get("upstream_flow_run"):
+            break
         parameters = upstream_parameters(parameters["upstream_flow_run"])
     raise ValueError(f"no store (`out`) up the trigger chain of {flow_run_ref}")

@@ -12,7 +12,8 @@ One forward pass (training, or one denoising step):
    CLIP embedding and temporal attention across frames.
 
 The frozen VAE and CLIP image encoder are not part of this module: they only turn pixels into
-latents and embeddings (:mod:`dancegen.tasks.ldm_inputs`), and are loaded once per worker.
+latents and embeddings (:mod:`dancegen.tasks.ldm_objectives`), and are loaded once per worker
+(:func:`dancegen.tasks.ldm_models.frozen_encoders`).
 """
 
 from __future__ import annotations
@@ -76,7 +77,10 @@ class ChampModel(nn.Module):
         try:
             yield
         finally:
-            self.bank.clear()
+            # with gradient checkpointing, backward re-runs the denoiser's attention, which
+            # reads the bank again: it is kept until the next pass clears it
+            if not self.denoising_unet.gradient_checkpointing:
+                self.bank.clear()
 
     def denoise(self, noisy_latents: Tensor, timesteps: Tensor, clip_embeds: Tensor,
                 guidance_features: Tensor | None, temporal: bool = True) -> Tensor:

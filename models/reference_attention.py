@@ -55,8 +55,11 @@ class ReferenceReadProcessor:
         reference = self.bank.states.get(self.name)
         if reference is not None:
             # one reference per video, the denoiser sees (video * frames): repeat per frame
-            reference = reference.repeat_interleave(hidden_states.shape[0] // reference.shape[0],
-                                                    dim=0).to(hidden_states.dtype)
+            frames, rest = divmod(hidden_states.shape[0], reference.shape[0])
+            if rest:
+                raise ValueError(f"{hidden_states.shape[0]} denoiser rows do not tile "
+                                 f"{reference.shape[0]} reference images")
+            reference = reference.repeat_interleave(frames, dim=0).to(hidden_states.dtype)
             encoder_hidden_states = torch.cat([hidden_states, reference], dim=1)
         return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from diffusers import UNet2DConditionModel
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from dancegen.models.motion_module import MotionModuleConfig, TemporalModule
 
@@ -50,6 +51,8 @@ class DenoisingUNet3D(nn.Module):
             raise ValueError("U-Nets with class or added embeddings are not supported")
         self.unet = unet
         self.motion_config = motion
+        # recompute each layer's activations in backward (paper-size stage 3 needs it)
+        self.gradient_checkpointing = False
         for block in [*unet.down_blocks, *unet.up_blocks]:
             block.motion_modules = nn.ModuleList(
                 TemporalModule(resnet.out_channels, motion) for resnet in block.resnets)
@@ -84,13 +87,22 @@ class DenoisingUNet3D(nn.Module):
         emb = unet.time_embedding(unet.time_proj(timestep.repeat_interleave(f)).to(x.dtype))
         context = encoder_hidden_states.repeat_interleave(f, dim=0)
 
+        def run(layer: nn.Module, *args: object) -> Tensor:
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                return checkpoint(layer, *args, use_reentrant=False)
+            return layer(*args)
+
+        def resnet_call(resnet: nn.Module, h: Tensor) -> Tensor:
+            return run(resnet, h, emb)
+
         def motion(block: nn.Module, i: int, h: Tensor) -> Tensor:
-            return block.motion_modules[i](h, f) if temporal else h
+            return run(block.motion_modules[i], h, f) if temporal else h
 
         def attend(block: nn.Module, i: int, h: Tensor) -> Tensor:
             if getattr(block, "attentions", None) is None:
                 return h
-            return block.attentions[i](h, encoder_hidden_states=context, return_dict=False)[0]
+            return run(lambda x: block.attentions[i](x, encoder_hidden_states=context,
+                                                     return_dict=False)[0], h)
 
         x = unet.conv_in(x)
         if guidance is not None:
@@ -98,20 +110,20 @@ class DenoisingUNet3D(nn.Module):
         skips = [x]
         for block in unet.down_blocks:
             for i, resnet in enumerate(block.resnets):
-                x = motion(block, i, attend(block, i, resnet(x, emb)))
+                x = motion(block, i, attend(block, i, resnet_call(resnet, x)))
                 skips.append(x)
             for downsampler in block.downsamplers or []:
                 x = downsampler(x)
                 skips.append(x)
 
         mid = unet.mid_block
-        x = mid.resnets[0](x, emb)
+        x = resnet_call(mid.resnets[0], x)
         for i, resnet in enumerate(mid.resnets[1:]):
-            x = resnet(motion(mid, i, attend(mid, i, x)), emb)
+            x = resnet_call(resnet, motion(mid, i, attend(mid, i, x)))
 
         for block in unet.up_blocks:
             for i, resnet in enumerate(block.resnets):
-                x = resnet(torch.cat([x, skips.pop()], dim=1), emb)
+                x = resnet_call(resnet, torch.cat([x, skips.pop()], dim=1))
                 x = motion(block, i, attend(block, i, x))
             for upsampler in block.upsamplers or []:
                 x = upsampler(x, skips[-1].shape[2:] if skips else None)

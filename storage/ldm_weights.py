@@ -30,25 +30,24 @@ from dancegen.models.unet3d import DenoisingUNet3D
 from dancegen.storage.weights_cache import local_file, local_folder
 
 
-def _from_pretrained(cls: type, url: str, what: str, subfolder: str | None = None) -> nn.Module:
+def _from_pretrained(cls: type, url: str, what: str) -> nn.Module:
+    """``cls.from_pretrained`` on a local folder, or a cached copy of an S3 prefix."""
     folder = local_folder(url, what)
-    if subfolder and not (folder / subfolder / "config.json").exists():
-        raise InputError(f"{what}: {url}/{subfolder}/config.json not found")
-    if not subfolder and not (folder / "config.json").exists():
+    if not (folder / "config.json").exists():
         raise InputError(f"{what}: {url}/config.json not found")
+    kwargs = {}
+    if issubclass(cls, (UNet2DConditionModel, AutoencoderKL)):
+        kwargs["low_cpu_mem_usage"] = False  # accelerate is not a dependency
     try:
-        kwargs = {"subfolder": subfolder} if subfolder else {}
-        if issubclass(cls, (UNet2DConditionModel, AutoencoderKL)):
-            kwargs["low_cpu_mem_usage"] = False  # accelerate is not a dependency
         return cls.from_pretrained(str(folder), local_files_only=True, **kwargs)
     except (OSError, ValueError, RuntimeError) as error:
         raise InputError(f"{what}: cannot load {url}: {error}") from None
 
 
 def load_unet(stable_diffusion: str) -> UNet2DConditionModel:
-    """SD 1.5's U-Net from ``<stable_diffusion>/unet``."""
-    return _from_pretrained(UNet2DConditionModel, stable_diffusion, "Stable Diffusion U-Net",
-                            "unet")
+    """SD 1.5's U-Net from ``<stable_diffusion>/unet`` (only that folder is downloaded)."""
+    return _from_pretrained(UNet2DConditionModel, f"{stable_diffusion.rstrip('/')}/unet",
+                            "Stable Diffusion U-Net")
 
 
 def load_vae(url: str) -> AutoencoderKL:
@@ -83,8 +82,9 @@ def load_into(module: nn.Module, state: dict[str, torch.Tensor], what: str,
     try:
         result = module.load_state_dict(state, strict=False)
     except RuntimeError as error:  # shapes differ: another architecture's file
-        raise InputError(f"{what}: tensor shapes do not match the model: "
-                         f"{str(error).splitlines()[-1].strip()}") from None
+        mismatches = [line.strip() for line in str(error).splitlines()[1:] if line.strip()]
+        raise InputError(f"{what}: tensor shapes do not match the model ({len(mismatches)}): "
+                         f"{mismatches[0] if mismatches else error}") from None
     missing = [k for k in result.missing_keys if not any(a in k for a in allow_missing)]
     if missing or result.unexpected_keys:
         raise InputError(f"{what}: keys do not match the model: missing {missing[:3]}"
@@ -103,27 +103,40 @@ def build_champ(stable_diffusion: str, champ: str | None, motion: MotionModuleCo
                 guidance_channels: list[int], guidance_heads: int) -> ChampModel:
     """The trainable LDM initialised from SD 1.5, then from CHAMP's files when given.
 
-    Without CHAMP the guidance encoders start fresh (zero output) and the motion modules
-    fresh (identity), as CHAMP's own stage 1 does from SD 1.5.
+    Without CHAMP the guidance encoders start fresh (zero output) and so do the motion
+    modules (identity). CHAMP's own video stage starts them from AnimateDiff's
+    ``mm_sd_v15_v2.ckpt`` instead; with ``champ`` set they come from its motion_module.pth.
+    CHAMP's loading order: motion_module.pth, then denoising_unet.pth over it.
     """
-    reference = load_unet(stable_diffusion)
-    denoising = DenoisingUNet3D(load_unet(stable_diffusion), motion)
-    guidance = guidance_encoder_config(reference, guidance_channels, guidance_heads)
-    encoders = {name: GuidanceEncoder(guidance) for name in GUIDANCE_TYPES}
+    champ_model = assemble_champ(load_unet(stable_diffusion), load_unet(stable_diffusion), motion,
+                                 guidance_channels, guidance_heads)
     if champ is not None:
-        base = champ.rstrip("/")
-        # CHAMP's reference U-Net has no output layers (it is only read through its banks)
-        load_into(reference, read_state_dict(f"{base}/reference_unet.pth", "CHAMP reference "
-                                             "U-Net"), "CHAMP reference U-Net",
-                  allow_missing=("conv_norm_out.", "conv_out."))
-        load_into(denoising.unet, read_state_dict(f"{base}/denoising_unet.pth",
-                                                  "CHAMP denoising U-Net"),
-                  "CHAMP denoising U-Net", allow_missing=(".motion_modules.",))
-        motion_state = read_state_dict(f"{base}/motion_module.pth", "CHAMP motion module")
-        load_into(denoising.unet, {**denoising.spatial_state_dict(), **motion_state},
-                  "CHAMP motion module")
-        for name, encoder in encoders.items():
-            what = f"CHAMP guidance encoder ({name})"
-            load_into(encoder, read_state_dict(f"{base}/guidance_encoder_{name}.pth", what),
-                      what)
-    return ChampModel(reference, denoising, encoders)
+        load_champ_files(champ_model, champ)
+    return champ_model
+
+
+def assemble_champ(reference: UNet2DConditionModel, denoising: UNet2DConditionModel,
+                   motion: MotionModuleConfig, guidance_channels: list[int],
+                   guidance_heads: int) -> ChampModel:
+    """Wire two (SD-1.5-style) U-Nets, fresh motion modules and guidance encoders together."""
+    guidance = guidance_encoder_config(reference, guidance_channels, guidance_heads)
+    return ChampModel(reference, DenoisingUNet3D(denoising, motion),
+                      {name: GuidanceEncoder(guidance) for name in GUIDANCE_TYPES})
+
+
+def load_champ_files(model: ChampModel, champ: str) -> None:
+    """Load CHAMP's published ``champ/*.pth`` into ``model``."""
+    base, denoising = champ.rstrip("/"), model.denoising_unet
+    # CHAMP's reference U-Net has no output layers (it is only read through its banks)
+    load_into(model.reference_unet,
+              read_state_dict(f"{base}/reference_unet.pth", "CHAMP reference U-Net"),
+              "CHAMP reference U-Net", allow_missing=("conv_norm_out.", "conv_out."))
+    motion_state = read_state_dict(f"{base}/motion_module.pth", "CHAMP motion module")
+    load_into(denoising.unet, {**denoising.spatial_state_dict(), **motion_state},
+              "CHAMP motion module")
+    load_into(denoising.unet,
+              read_state_dict(f"{base}/denoising_unet.pth", "CHAMP denoising U-Net"),
+              "CHAMP denoising U-Net", allow_missing=(".motion_modules.",))
+    for name, encoder in model.guidance_encoders.items():
+        what = f"CHAMP guidance encoder ({name})"
+        load_into(encoder, read_state_dict(f"{base}/guidance_encoder_{name}.pth", what), what)

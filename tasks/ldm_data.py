@@ -81,13 +81,14 @@ class ClipSource:
                                  for m in ("depth", "normal", "semantic", "skeleton")))
 
     def batch(self, generator: torch.Generator, batch: int, frames: int,
-              resolution: int | None = None, m2penc: bool = True) -> dict[str, Tensor]:
+              resolution: int | None = None, m2penc: bool = True,
+              rendered_guidance: bool = True) -> dict[str, Tensor]:
         """Clips of ``frames`` consecutive frames.
 
         With ``m2penc``: music (B, F, D), guidance targets at 64x64 (B, F, 12, 64, 64),
         heatmaps (B, F, K, 64, 64). With a ``resolution``: video frames (B, 3, F, R, R) and a
-        reference frame of the same segment (B, 3, R, R), both in [-1, 1], and guidance
-        images (B, 4, 3, F, R, R) in [0, 1].
+        reference frame of the same segment (B, 3, R, R), both in [-1, 1], and (with
+        ``rendered_guidance``) guidance images (B, 4, 3, F, R, R) in [0, 1].
         """
         picks = self._pick(generator, batch, frames)
         references = [int(torch.randint(self.frames_per_segment, (1,), generator=generator))
@@ -111,7 +112,8 @@ class ClipSource:
             out["frames"] = video.transpose(1, 2)                                 # (B, 3, F, R, R)
             out["reference"] = _resize(reference.permute(0, 3, 1, 2).float() / 127.5 - 1,
                                        resolution)
-            out["guidance"] = _resize(guidance, resolution).permute(0, 2, 3, 1, 4, 5)
+            if rendered_guidance:
+                out["guidance"] = _resize(guidance, resolution).permute(0, 2, 3, 1, 4, 5)
         return out
 
 

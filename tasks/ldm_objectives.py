@@ -55,11 +55,17 @@ def m2penc_loss(guidance: Tensor, heatmaps: Tensor, target_guidance: Tensor,
     return l1 + heatmap_weight * mse, {"guidance_l1": l1.item(), "heatmap_mse": mse.item()}
 
 
-def m2penc_guidance_images(guidance_64: Tensor, resolution: int) -> Tensor:
-    """M2PEnc's (B, F, 12, 64, 64) output -> guidance images (B, 4, 3, F, R, R) in [0, 1]."""
+def m2penc_guidance_images(guidance_64: Tensor, resolution: int, clamp: bool) -> Tensor:
+    """M2PEnc's (B, F, 12, 64, 64) output -> guidance images (B, 4, 3, F, R, R).
+
+    ``clamp`` to [0, 1] at inference; not in training, where a clamp would cut the pixel
+    loss's gradient to M2PEnc wherever it overshoots (e.g. slightly below 0 on background).
+    """
     b, f = guidance_64.shape[:2]
     images = F.interpolate(guidance_64.flatten(0, 1).float(), size=(resolution, resolution),
-                           mode="bilinear", align_corners=False).clamp(0, 1)
+                           mode="bilinear", align_corners=False)
+    if clamp:
+        images = images.clamp(0, 1)
     return images.view(b, f, 4, 3, resolution, resolution).permute(0, 2, 3, 1, 4, 5)
 
 
@@ -81,15 +87,16 @@ class DenoisingObjective(nn.Module):
 
     def __init__(self, champ: ChampModel, m2penc: M2PEnc | None = None,
                  pixel_weight: float = 1.0, guidance_weight: float = 0.0,
-                 heatmap_weight: float = 1.0) -> None:
+                 heatmap_weight: float = 1.0, resolution: int | None = None) -> None:
         super().__init__()
-        self.champ, self.m2penc = champ, m2penc
+        self.champ, self.m2penc, self.resolution = champ, m2penc, resolution
         self.pixel_weight, self.guidance_weight = pixel_weight, guidance_weight
         self.heatmap_weight = heatmap_weight
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         """``batch``: noisy_latents, timesteps, noise, reference_latents (or absent for the
-        unconditional step), clip, guidance (stage 2) or music/guidance_64/heatmaps (3)."""
+        unconditional step), clip, guidance (stage 2) or music/guidance_64/heatmaps (3, which
+        needs ``resolution``: the pixel size of M2PEnc's guidance)."""
         parts: dict[str, float] = {}
         if self.m2penc is None:
             guidance_images = batch["guidance"]
@@ -98,7 +105,7 @@ class DenoisingObjective(nn.Module):
             guidance_64, heatmaps = self.m2penc(batch["music"])
             guidance_loss, parts = m2penc_loss(guidance_64, heatmaps, batch["guidance_64"],
                                                batch["heatmaps"], self.heatmap_weight)
-            guidance_images = m2penc_guidance_images(guidance_64, batch["guidance"].shape[-1])
+            guidance_images = m2penc_guidance_images(guidance_64, self.resolution, clamp=False)
             temporal = True
         predicted = self.champ(batch["noisy_latents"], batch["timesteps"],
                                batch.get("reference_latents"), batch["clip"], guidance_images,

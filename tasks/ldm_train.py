@@ -5,6 +5,10 @@ latest checkpoint, then for each step draw a batch (seeded by the step, so a res
 the same batches), forward the stage's objective, backward, AdamW step. Rank 0 writes a
 checkpoint every ``training.checkpoint_every`` steps and at the end; ``latest.json`` is
 written last, so a worker killed mid-write leaves the previous checkpoint in charge.
+
+Resume is bit-exact on CPU (tested). On CUDA the restored state is the same (weights,
+optimizer, LR schedule, fp16 loss scale, step, batches), but cuDNN and attention kernels are
+not deterministic, so weights agree only to within that noise. The logged loss is rank 0's.
 """
 
 from __future__ import annotations
@@ -51,17 +55,28 @@ def build_stage(stage: int, run: LdmRun, config: DancegenConfig
         m2penc = M2PEnc(m2penc_config(config))
         return M2PEncObjective(m2penc, ldm.heatmap_loss_weight), None, m2penc
     champ = new_champ(run, config)
+    champ.denoising_unet.gradient_checkpointing = config.training.gradient_checkpointing
     if stage == 2:
+        freeze_for_stage(2, champ)
         return DenoisingObjective(champ), champ, None
     load_finished(2, run, champ, None)
     m2penc = M2PEnc(m2penc_config(config))
     load_finished(1, run, None, m2penc)
-    champ.requires_grad_(False)
-    for param in champ.denoising_unet.motion_parameters():
-        param.requires_grad_(True)
+    freeze_for_stage(3, champ)
     objective = DenoisingObjective(champ, m2penc, ldm.stage3_pixel_weight,
-                                   ldm.stage3_guidance_weight, ldm.heatmap_loss_weight)
+                                   ldm.stage3_guidance_weight, ldm.heatmap_loss_weight,
+                                   resolution=config.training.stage3.resolution)
     return objective, champ, m2penc
+
+
+def freeze_for_stage(stage: int, champ: ChampModel) -> None:
+    """Stage 2 trains everything but the temporal layers (unused on single frames); stage 3
+    only the temporal layers. (The reference U-Net's last up block stays frozen always.)"""
+    motion = champ.denoising_unet.motion_parameters()
+    if stage == 3:
+        champ.requires_grad_(False)
+    for param in motion:
+        param.requires_grad_(stage == 3)
 
 
 def step_generator(seed: int, stage: int, step: int, rank: int) -> torch.Generator:
@@ -77,8 +92,9 @@ def make_batch(stage: int, source: ClipSource, generator: torch.Generator,
     if stage == 1:
         batch = source.batch(generator, per_rank_batch, settings.frames)
         return {k: v.to(device) for k, v in batch.items()}
+    # stage 3 guides with M2PEnc's maps: the rendered ones are only its 64x64 targets
     data = source.batch(generator, per_rank_batch, settings.frames, settings.resolution,
-                        m2penc=stage == 3)
+                        m2penc=stage == 3, rendered_guidance=stage == 2)
     data = {k: v.to(device) for k, v in data.items()}
     vae, image_encoder = frozen
     latents = encode_latents(vae, data.pop("frames"), generator)
@@ -121,17 +137,20 @@ def train_stage(stage: int, store: str, config: DancegenConfig, *, rank: int = 0
     optimizer = torch.optim.AdamW(trainable, lr=training.learning_rate,
                                   weight_decay=training.weight_decay)
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)  # constant
-    step, losses = 0, []
+    step, losses, scaler_state = 0, [], None
     resumed = run.training_state(stage)
     if resumed is not None:
         load_stage_checkpoint(stage, run, champ, m2penc)
         optimizer.load_state_dict(resumed["optimizer"])
         lr_schedule.load_state_dict(resumed["lr_scheduler"])
         torch.set_rng_state(resumed["torch_rng"])
+        scaler_state = resumed.get("grad_scaler")
         step, losses = resumed["step"], run.state(stage).get("losses", [])
     start_step, started = step, time.perf_counter()
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda"
                                   and training.mixed_precision == "fp16")
+    if scaler_state:  # fp16: the loss scale it had reached, or early steps would be skipped
+        scaler.load_state_dict(scaler_state)
     frozen = scheduler = None
     if stage > 1:
         weights = base_weights(run, config)
@@ -140,7 +159,7 @@ def train_stage(stage: int, store: str, config: DancegenConfig, *, rank: int = 0
         scheduler = DDPMScheduler(**config.ldm.schedule.model_dump())
     model = prepare(objective)
     source = ClipSource(store, config)
-    per_rank_batch = max(1, settings.batch_size // world_size)
+    per_rank_batch = settings.batch_size // world_size  # the config checks it divides
     model.train()
     while step < settings.steps:
         generator = step_generator(training.seed, stage, step, rank)
@@ -164,7 +183,8 @@ def train_stage(stage: int, store: str, config: DancegenConfig, *, rank: int = 0
             run.save(stage, step, stage_modules(stage, champ, m2penc),
                      {"optimizer": optimizer.state_dict(),
                       "lr_scheduler": lr_schedule.state_dict(),
-                      "torch_rng": torch.get_rng_state(), "step": step},
+                      "torch_rng": torch.get_rng_state(), "step": step,
+                      "grad_scaler": scaler.state_dict()},
                      {"losses": losses, "loss_columns": [*LOSS_COLUMNS, *parts]},
                      done=finished)
     seconds = time.perf_counter() - started

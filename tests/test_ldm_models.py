@@ -122,3 +122,22 @@ def test_guidance_types_must_match_the_encoders() -> None:
     champ = tiny_champ()
     with pytest.raises(ValueError, match="3 guidance types given, the model has 4"):
         champ.encode_guidance(torch.rand(1, 3, 3, 2, 64, 64))
+
+
+def test_gradient_checkpointing_gives_the_same_gradients() -> None:
+    grads = []
+    for checkpointing in (False, True):
+        champ = tiny_champ()
+        for param in champ.parameters():
+            if param.dim() > 1 and param.abs().sum() == 0:
+                torch.nn.init.normal_(param, std=0.05, generator=torch.Generator().manual_seed(1))
+        champ.denoising_unet.gradient_checkpointing = checkpointing
+        torch.manual_seed(5)
+        out = champ(torch.randn(1, 4, 2, 8, 8), torch.tensor([300]), torch.randn(1, 4, 8, 8),
+                    torch.randn(1, 1, 16), torch.rand(1, 4, 3, 2, 64, 64))
+        out.square().mean().backward()
+        grads.append({n: p.grad.clone() for n, p in champ.named_parameters()
+                      if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 100
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, atol=1e-6, rtol=1e-4, msg=name)

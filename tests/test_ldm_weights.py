@@ -108,7 +108,7 @@ def test_missing_or_foreign_champ_files_name_the_file(tmp_path: Path) -> None:
         build_champ(str(tmp_path / "sd"), str(tmp_path / "champ"), TINY_MOTION, GUIDANCE, 4)
     with pytest.raises(InputError, match=r"Stable Diffusion U-Net not found: .*nothing-here"):
         build_champ(str(tmp_path / "nothing-here"), None, TINY_MOTION, GUIDANCE, 4)
-    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty/unet").mkdir(parents=True)
     with pytest.raises(InputError, match=r"Stable Diffusion U-Net: .*/unet/config\.json not"):
         build_champ(str(tmp_path / "empty"), None, TINY_MOTION, GUIDANCE, 4)
 
@@ -152,7 +152,7 @@ def test_weights_load_from_s3_through_the_cache(tmp_path: Path, s3_bucket: str,
                         GUIDANCE, 4)
     torch.testing.assert_close(champ.guidance_encoders["normal"].conv_out.weight,
                                files["guidance_encoder_normal"]["conv_out.weight"])
-    assert list((tmp_path / "cache/weights").glob("*/unet/config.json"))
+    assert len(list((tmp_path / "cache/weights").glob("*/config.json"))) == 1  # unet/ only
     with pytest.raises(InputError, match="CHAMP reference U-Net not found"):
         build_champ(f"{s3_bucket}/weights/sd", f"{s3_bucket}/weights/none", TINY_MOTION,
                     GUIDANCE, 4)
