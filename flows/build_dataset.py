@@ -112,6 +112,9 @@ def ray_init_kwargs(ray: RayConfig) -> dict:
         init["address"] = "local"
         if ray.num_cpus is not None:
             init["num_cpus"] = ray.num_cpus
+        if not ray.include_dashboard:
+            init["runtime_env"] = {"worker_process_setup_hook":
+                                   "dancegen.flows.ray_hooks.quiet_without_dashboard"}
         return init
     init["address"] = ray.address  # "auto" or ray://...; fails loudly if nothing is there
     return init

@@ -9,13 +9,14 @@ once per worker process.
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import asdict
 
 from diffusers import AutoencoderKL
 from transformers import CLIPVisionModelWithProjection
 
 from dancegen.config import DancegenConfig, LdmWeights
-from dancegen.errors import StoreError
+from dancegen.errors import ConfigError, StoreError
 from dancegen.models.champ import ChampModel
 from dancegen.models.edge import BASELINE_FEATURE_DIM, JUKEBOX_FEATURE_DIM
 from dancegen.models.m2penc import M2PEnc, M2PEncConfig
@@ -86,8 +87,12 @@ def stage_modules(stage: int, champ: ChampModel | None,
 def load_stage_checkpoint(stage: int, run: LdmRun, champ: ChampModel | None,
                           m2penc: M2PEnc | None) -> None:
     """Load a stage's latest checkpoint (finished or not) into its modules (to resume)."""
-    for name in stage_modules(stage, champ, m2penc):
-        state = run.module_state(stage, name)[1]
+    for name, (configured, _) in stage_modules(stage, champ, m2penc).items():
+        saved, state = run.module_state(stage, name)
+        if _comparable(saved) != _comparable(configured):
+            raise ConfigError(f"stage {stage} of LDM run {run.name!r} holds a {name} of another "
+                              f"configuration than the one configured now; train it under a "
+                              f"new ldm.run_name (or restore the config it was trained with)")
         if name == "m2penc":
             m2penc.load_state_dict(state)
         elif name == "reference_unet":
@@ -100,6 +105,12 @@ def load_stage_checkpoint(stage: int, run: LdmRun, champ: ChampModel | None,
                 {**champ.denoising_unet.spatial_state_dict(), **state})
         else:
             champ.guidance_encoders[name.removeprefix("guidance_encoder_")].load_state_dict(state)
+
+
+def _comparable(config: dict) -> dict:
+    """A module config as JSON would store it, without diffusers' bookkeeping (``_...``)."""
+    return {k: v for k, v in json.loads(json.dumps(dict(config))).items()
+            if not k.startswith("_")}
 
 
 @functools.lru_cache(maxsize=2)

@@ -23,6 +23,7 @@ from diffusers import DDPMScheduler
 from torch import nn
 
 from dancegen.config import DancegenConfig
+from dancegen.errors import ConfigError
 from dancegen.models.champ import ChampModel
 from dancegen.models.m2penc import M2PEnc
 from dancegen.storage.ldm_checkpoint import LdmRun
@@ -141,7 +142,12 @@ def train_stage(stage: int, store: str, config: DancegenConfig, *, rank: int = 0
     resumed = run.training_state(stage)
     if resumed is not None:
         load_stage_checkpoint(stage, run, champ, m2penc)
-        optimizer.load_state_dict(resumed["optimizer"])
+        try:
+            optimizer.load_state_dict(resumed["optimizer"])
+        except ValueError as error:  # another set of trainable parameters
+            raise ConfigError(f"stage {stage} of LDM run {run.name!r} was trained with other "
+                              f"trainable parameters ({error}); train it under a new "
+                              "ldm.run_name") from None
         lr_schedule.load_state_dict(resumed["lr_scheduler"])
         torch.set_rng_state(resumed["torch_rng"])
         scaler_state = resumed.get("grad_scaler")
@@ -185,7 +191,8 @@ def train_stage(stage: int, store: str, config: DancegenConfig, *, rank: int = 0
                       "lr_scheduler": lr_schedule.state_dict(),
                       "torch_rng": torch.get_rng_state(), "step": step,
                       "grad_scaler": scaler.state_dict()},
-                     {"losses": losses, "loss_columns": [*LOSS_COLUMNS, *parts]},
+                     {"losses": losses, "loss_columns": [*LOSS_COLUMNS, *parts],
+                      "world_size": world_size, "device": device.type},
                      done=finished)
     seconds = time.perf_counter() - started
     return {**(run.state(stage) or {}), "resumed_from": start_step, "seconds": seconds,

@@ -19,7 +19,7 @@ from prefect_ray import RayTaskRunner
 from safetensors.torch import load_file
 
 from dancegen.config import DancegenConfig, load_config
-from dancegen.errors import StoreError
+from dancegen.errors import ConfigError, StoreError
 from dancegen.flows.build_dataset import build_dataset
 from dancegen.flows.train_ldm import train_ldm
 from dancegen.storage.ldm_checkpoint import LdmRun
@@ -180,11 +180,21 @@ def test_flow_trains_a_stage_with_ray_train(trained: Path, tmp_path: Path) -> No
     refused = flow(stage=3, out=str(store), config=short_config(), return_state=True)
     assert refused.is_failed() and "needs finished stages 1 and 2" in refused.message
     # deployed, a stage finds its store and config up the trigger chain (here: the refused run)
-    head = flow(stage=1, out=str(store), config=short_config("training.stage1.steps=4"),
-                return_state=True)
+    # two DDP ranks (gloo on CPU), one CPU each
+    ddp = short_config("training.stage1.steps=4", "training.workers=2",
+                       "training.stage3.batch_size=2", "ray.stages.ldm_train={num_cpus: 1}")
+    head = flow(stage=1, out=str(store), config=ddp, return_state=True)
     assert head.is_completed(), head.message
+    assert LdmRun(str(store), "ldm-tiny").state(1)["world_size"] == 2
     state = flow(stage=1, upstream_flow_run=f"prefect.flow-run.{head.state_details.flow_run_id}",
                  return_state=True)
     assert state.is_completed(), state.message
     assert "LDM stage 1 (ldm-tiny): 4 steps" in state.message
     assert LdmRun(str(store), "ldm-tiny").done(1)
+
+
+def test_a_changed_model_is_not_resumed_into(trained: Path) -> None:
+    config = short_config("training.stage1.steps=31", "ldm.m2penc.channels=[8,16,32]")
+    with pytest.raises(ConfigError, match="holds a m2penc of another configuration"):
+        train_stage(1, str(trained), config)
+    assert LdmRun(str(trained), "ldm-tiny").state(1)["step"] == 30  # untouched
