@@ -16,24 +16,20 @@ from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 
 from dancegen.config import DancegenConfig, load_config
+from dancegen.flows.reports import loss_table
 from dancegen.storage.edge_checkpoint import EdgeRun
 from dancegen.tasks.edge_train import train_edge_model
 
 
 def loss_markdown(run: EdgeRun, result: dict) -> str:
     """The run's summary artifact: settings, speed and the loss curve as a table."""
-    state = run.state() or {}
-    columns = state.get("loss_columns", [])
-    rows = state.get("losses", [])
-    stride = max(1, len(rows) // 20)  # at most ~20 rows
     lines = [
         f"# EDGE training `{run.location.url}`", "",
         f"{result['steps']} steps (resumed from {result['resumed_from']}), "
         f"{result['windows']} windows, {result['steps_per_second']:.2f} steps/s, "
         f"loss {result['first_loss']:.4f} -> {result['last_loss']:.4f}", "",
-        "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns),
+        loss_table(run.state() or {}),
     ]
-    lines += ["| " + " | ".join(f"{v:g}" for v in row) + " |" for row in rows[::stride]]
     return "\n".join(lines)
 
 

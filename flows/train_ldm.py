@@ -30,6 +30,7 @@ from ray.train import FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from dancegen.config import DancegenConfig, StageResources, load_config
+from dancegen.flows.reports import loss_table
 from dancegen.flows.upstream import chain_head_parameters
 from dancegen.storage.ldm_checkpoint import LdmRun
 from dancegen.tasks.ldm_stand_in import build_stand_in_base
@@ -40,15 +41,6 @@ from dancegen.tasks.ldm_train import ray_train_worker
 def stand_in_base(out: str, config: DancegenConfig) -> dict:
     """Offline stand-ins for SD 1.5 / VAE / CLIP, written to the store once."""
     return build_stand_in_base(out, config)
-
-
-def loss_table(state: dict) -> str:
-    """A stage's loss curve as a Markdown table (at most ~20 rows)."""
-    columns, rows = state.get("loss_columns", []), state.get("losses", [])
-    stride = max(1, len(rows) // 20)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    return "\n".join(lines + ["| " + " | ".join(f"{v:.4g}" for v in row) + " |"
-                              for row in rows[::stride]])
 
 
 def worker_resources(resources: StageResources) -> dict[str, float]:
