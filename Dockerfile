@@ -50,7 +50,8 @@ RUN --mount=type=cache,target=/home/dancegen/.cache/pip,uid=1000,gid=1000 \
 # without the dev extra).
 COPY --chown=dancegen:dancegen . /app
 RUN --mount=type=cache,target=/home/dancegen/.cache/pip,uid=1000,gid=1000 \
-    pip install -q -c constraints.txt -e ".[render,models]"
+    pip install -q -c constraints.txt -e ".[render,models]" \
+ && pip install -q --no-deps -c constraints.txt lpips   # LPIPS's linear weights (see setup.sh)
 
 # Compile librosa's numba kernels once, in one process (see tasks/music_features.warm_up).
 RUN python -W ignore -c "from dancegen.tasks.music_features import warm_up; warm_up()"

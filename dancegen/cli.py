@@ -58,11 +58,13 @@ def run_flows(runs: list[tuple[str, dict]], config_file: str,
 
     from dancegen.config import load_config
     from dancegen.flows.build_dataset import build_dataset, ray_init_kwargs, ray_task_runner
+    from dancegen.flows.evaluate import evaluate
     from dancegen.flows.train_edge import train_edge
     from dancegen.flows.train_ldm import train_ldm
     from dancegen.local_prefect import prefect_api
 
-    flows = {"build-dataset": build_dataset, "train-edge": train_edge, "train-ldm": train_ldm}
+    flows = {"build-dataset": build_dataset, "train-edge": train_edge, "train-ldm": train_ldm,
+             "evaluate": evaluate}
     config = load_config(config_file, overrides)
     with prefect_api(PREFECT_HOME.resolve()) as api:
         # started after the API is up: the Ray workers inherit PREFECT_API_URL
@@ -133,6 +135,68 @@ def ldm_train(
     stages = [1, 2, 3] if stage == "all" else [int(stage)]
     try:
         ok = run_flows([("train-ldm", {"stage": s, "out": out}) for s in stages], config, set_)
+    except DancegenError as error:
+        _fail(error)
+    raise typer.Exit(0 if ok else 1)
+
+
+@app.command()
+def generate(
+    music: Annotated[str, typer.Option(help="Music file (wav, flac, mp3, ...; path or s3://).")],
+    image: Annotated[str, typer.Option(help="Reference photo of the person (path or s3://).")],
+    out: Annotated[str, typer.Option(help="MP4 to write (path or s3://).")] = "video.mp4",
+    store: Annotated[str, typer.Option(help="Store holding the trained LDM run.")] = (
+        "runs/demo/store.zarr"),
+    seconds: Annotated[float | None, typer.Option(help="Only the first SECONDS of the music.")] = (
+        None),
+    seed: Annotated[int | None, typer.Option(help="Sampling seed (default generation.seed).")] = (
+        None),
+    config: ConfigOpt = DEFAULT_CONFIG,
+    set_: SetOpt = None,
+) -> None:
+    """Generate a video of the person in IMAGE dancing to MUSIC, with the music muxed."""
+    import time
+
+    from dancegen.config import load_config
+    from dancegen.storage.media import read_image, read_music, write_mp4
+    from dancegen.tasks.generation import generate_for_music, load_pipeline, prepare_reference
+
+    try:
+        cfg = load_config(config, set_)
+        audio, rate = read_music(music)
+        typer.echo(f"loading the LDM run {cfg.ldm.run_name!r} from {store}")
+        pipeline = load_pipeline(store, cfg)
+        reference = prepare_reference(read_image(image), pipeline.resolution, image)
+        frames = round(seconds * cfg.dataset.fps) if seconds else None
+        music_id = Path(music).stem
+        started = time.perf_counter()
+        with typer.progressbar(length=1, label="denoising") as bar:
+            def progress(done: int, total: int) -> None:
+                bar.length = total
+                bar.update(1)
+
+            video = generate_for_music(pipeline, audio, rate, reference, music_id, frames, seed,
+                                       progress)
+        elapsed = time.perf_counter() - started
+        write_mp4(out, video.frames, video.fps, audio, rate)
+    except DancegenError as error:
+        _fail(error)
+    length = len(video.frames) / video.fps
+    typer.secho(f"wrote {out}: {len(video.frames)} frames ({length:.1f} s at {video.fps} fps, "
+                f"{pipeline.resolution}x{pipeline.resolution}) with music; {elapsed:.0f} s, "
+                f"{elapsed / length:.1f} s of compute per generated second", fg=typer.colors.GREEN)
+
+
+@app.command("evaluate")
+def evaluate_command(
+    out: Annotated[str, typer.Option(help="Store with the dataset and the trained LDM run.")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+    set_: SetOpt = None,
+) -> None:
+    """Evaluate the trained LDM on the test split: FVD, LPIPS, PSNR, SSIM, 2D-BeatAlign,
+    AV-Align, and a Markdown/HTML report beside the checkpoint."""
+    try:
+        ok = run_flows([("evaluate", {"out": out})], config, set_)
     except DancegenError as error:
         _fail(error)
     raise typer.Exit(0 if ok else 1)
@@ -244,6 +308,9 @@ def dataset_preview(
     typer.echo(f"wrote {out} ({image.shape[1]}x{image.shape[0]})")
 
 
+DEMO_VIDEO_SECONDS = 8.0  # two 5-s segments merged: shows the long-video path, fast on CPU
+
+
 @app.command()
 def demo(
     workdir: Annotated[Path, typer.Option(help="Where fixtures and the store go.")] = Path(
@@ -253,31 +320,66 @@ def demo(
 ) -> None:
     """The main job on the embedded default: fixtures -> EDGE training -> dataset build with
     pseudo-motions -> dataset info and preview -> motion quality -> the LDM's three training
-    stages."""
+    stages -> evaluation report -> a generated MP4 from new music and a reference photo."""
     inputs, store = workdir / "inputs", workdir / "store.zarr"
-    typer.secho("[1/6] fixtures", bold=True)
+    typer.secho("[1/8] fixtures", bold=True)
     fixtures(inputs)
-    typer.secho("[2/6] train EDGE (music-to-motion), then [3/6] build the dataset (AIST++-layout "
+    typer.secho("[2/8] train EDGE (music-to-motion), then [3/8] build the dataset (AIST++-layout "
                 "motion + EDGE pseudo-motions)", bold=True)
     paths = {"inputs": str(inputs), "out": str(store)}
     try:
         ok = run_flows([("train-edge", paths), ("build-dataset", paths)], config, set_)
     except DancegenError as error:
         _fail(error)
-    typer.secho("[4/6] dataset info", bold=True)
+    typer.secho("[4/8] dataset info", bold=True)
     dataset_info(str(store))
     if not ok:
         raise typer.Exit(1)
     dataset_preview(str(store), out=workdir / "preview.png", segment=0, frame=45)
-    typer.secho("[5/6] motion quality", bold=True)
+    typer.secho("[5/8] motion quality", bold=True)
     motion_eval(str(inputs), str(store), config, set_)
-    typer.secho("[6/6] train M2PEnc and the LDM: stages 1, 2, 3", bold=True)
+    typer.secho("[6/8] train M2PEnc and the LDM: stages 1, 2, 3, then [7/8] evaluate on the "
+                "test split", bold=True)
+    runs = [("train-ldm", {"stage": s, "out": str(store)}) for s in (1, 2, 3)]
     try:
-        ok = run_flows([("train-ldm", {"stage": s, "out": str(store)}) for s in (1, 2, 3)],
-                       config, set_)
+        ok = run_flows([*runs, ("evaluate", {"out": str(store)})], config, set_)
     except DancegenError as error:
         _fail(error)
-    raise typer.Exit(0 if ok else 1)
+    if not ok:
+        raise typer.Exit(1)
+    typer.secho("[8/8] generate: new music + a reference photo -> MP4", bold=True)
+    photo = _demo_reference_photo(store, workdir / "reference.png", config, set_)
+    video = workdir / "dance.mp4"
+    generate(music=str(inputs / "new_music" / "new_track_a.wav"), image=str(photo),
+             out=str(video), store=str(store), seconds=DEMO_VIDEO_SECONDS, seed=None,
+             config=config, set_=set_)
+    report = _evaluation_report(store, config, set_)
+    typer.secho(f"done: video {video}  report {report}", bold=True, fg=typer.colors.GREEN)
+
+
+def _demo_reference_photo(store: Path, out: Path, config: str,
+                          overrides: list[str] | None) -> Path:
+    """The first frame of the first test clip, as the photo a user would bring."""
+    import imageio.v3 as iio
+
+    from dancegen.config import load_config
+    from dancegen.storage.dataset import DatasetStore
+
+    cfg = load_config(config, overrides)
+    dataset = DatasetStore(str(store), cfg.dataset.version)
+    row = next(i for i, s in enumerate(dataset.segments()) if s.split == "test")
+    iio.imwrite(out, dataset.read("video/frames", row)[0])
+    return out
+
+
+def _evaluation_report(store: Path, config: str, overrides: list[str] | None) -> str:
+    from dancegen.config import load_config
+    from dancegen.storage.evaluation import EvaluationRun
+    from dancegen.storage.ldm_checkpoint import LdmRun
+
+    cfg = load_config(config, overrides)
+    checkpoint = LdmRun(str(store.resolve()), cfg.ldm.run_name).require_done(3)["checkpoint"]
+    return f"{EvaluationRun(str(store.resolve()), cfg, checkpoint).url}/report.html"
 
 
 def main() -> None:

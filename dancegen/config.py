@@ -250,6 +250,56 @@ class LdmConfig(_Strict):
         return self
 
 
+class GenerationConfig(_Strict):
+    """Sampling a long video: DDIM with classifier-free guidance, in segments merged
+    UniAnimate-style (each segment's first ``overlap_frames`` are conditioned on the previous
+    segment's last ones, then cross-faded), and inside a segment CHAMP's overlapping temporal
+    windows (the motion modules' attention spans ``window_frames``)."""
+
+    ddim_steps: int = Field(20, gt=0, description="CHAMP's inference uses 20")
+    guidance_scale: float = Field(3.5, ge=1.0, description="CFG scale; 1 = no guidance")
+    eta: float = Field(0.0, ge=0, description="DDIM eta (0: deterministic)")
+    segment_frames: int | None = Field(
+        None, gt=1, description="frames per segment; null = the dataset's (5 s)")
+    overlap_frames: int = Field(8, ge=1, description="frames each segment shares with the last")
+    window_frames: int = Field(24, gt=1, description="denoiser window (CHAMP: 24)")
+    window_overlap: int = Field(4, ge=0, description="overlap of the windows (CHAMP: 4)")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check_overlaps(self) -> GenerationConfig:
+        if self.window_overlap >= self.window_frames:
+            raise ValueError("generation.window_overlap must be smaller than window_frames")
+        if self.segment_frames is not None and self.overlap_frames >= self.segment_frames:
+            raise ValueError("generation.overlap_frames must be smaller than segment_frames")
+        return self
+
+
+class EvaluationWeights(_Strict):
+    """Pretrained files of the metrics (local paths or s3://); a metric whose file is not
+    configured is reported as not computed, the others still run."""
+
+    i3d: str | None = Field(None, description="FVD: StyleGAN-V i3d_torchscript.pt or a "
+                                              "pytorch-i3d Kinetics-400 state dict")
+    lpips_backbone: str | None = Field(None, description="torchvision ImageNet AlexNet/VGG16 "
+                                                         "state dict")
+    lpips_net: Literal["alex", "vgg"] = "alex"
+    dwpose: str | None = Field(None, description="DWPose whole-body ONNX (dw-ll_ucoco_384)")
+
+
+class EvaluationConfig(_Strict):
+    """The evaluation flow: generate each test clip from its first frame and its music, then
+    compare with the ground truth (FVD, LPIPS, PSNR, SSIM, 2D-BeatAlign, AV-Align)."""
+
+    split: Literal["train", "val", "test"] = "test"
+    max_clips: int | None = Field(None, gt=0, description="null = every clip of the split")
+    clip_frames: int | None = Field(None, gt=1, description="null = whole segments")
+    fvd_frames: int = Field(16, gt=1, description="frames per FVD clip (FVD16)")
+    beat_align: Literal["bailando", "fact"] = "bailando"
+    sample_frames: int = Field(4, ge=1, description="frames per clip shown in the report")
+    weights: EvaluationWeights = EvaluationWeights()
+
+
 class EdgeModelSizes(_Strict):
     """DanceDecoder sizes (EDGE's release: 512 wide, 1024 feed-forward, 8 layers, 8 heads)."""
 
@@ -344,6 +394,8 @@ class DancegenConfig(_Strict):
     training: TrainingConfig
     edge: EdgeConfig
     ldm: LdmConfig
+    generation: GenerationConfig = GenerationConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
     planning: PlanningConfig = PlanningConfig()
 
     @model_validator(mode="after")
@@ -354,6 +406,13 @@ class DancegenConfig(_Strict):
         if self.training.stage3.frames > self.ldm.motion_max_frames:
             raise ValueError("training.stage3.frames exceeds ldm.motion_max_frames, the temporal "
                              "position encoding's length")
+        if self.generation.window_frames > self.ldm.motion_max_frames:
+            raise ValueError("generation.window_frames exceeds ldm.motion_max_frames, the "
+                             "temporal position encoding's length")
+        clip = self.evaluation.clip_frames or self.dataset.segment_frames
+        if clip > self.dataset.segment_frames or clip < self.evaluation.fvd_frames:
+            raise ValueError("evaluation.clip_frames must lie between evaluation.fvd_frames and "
+                             "the dataset's segment frames")
         if self.music.backend == "jukebox" and "jukebox" not in self.stages:
             raise ValueError("music.backend=jukebox needs the jukebox stage in stages")
         chunk = self.jukebox.chunk_seconds * self.dataset.fps

@@ -18,8 +18,6 @@ dataset build) and takes the store and config from that upstream run's parameter
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -29,9 +27,9 @@ from prefect_ray.context import remote_options
 from ray.train import FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from dancegen.config import DancegenConfig, StageResources, load_config
+from dancegen.config import DancegenConfig, StageResources
 from dancegen.flows.reports import loss_table
-from dancegen.flows.upstream import chain_head_parameters
+from dancegen.flows.upstream import resolve_store_and_config
 from dancegen.storage.ldm_checkpoint import LdmRun
 from dancegen.tasks.ldm_stand_in import build_stand_in_base
 from dancegen.tasks.ldm_train import ray_train_worker
@@ -70,19 +68,8 @@ def train_ldm(
     inputs: str | None = None,  # unused; accepted so every dancegen flow takes the same args
 ) -> State:
     """Train stage 1, 2 or 3 on the dataset in ``out`` (or the upstream run's store)."""
-    if upstream_flow_run:
-        parameters = chain_head_parameters(upstream_flow_run)
-        out = parameters["out"]
-        config = parameters.get("config", config)
-        overrides = parameters.get("overrides", overrides)
-    if out is None:
-        raise ValueError("train-ldm needs `out` or `upstream_flow_run`")
-    if "://" not in out:  # Ray Train workers run in their own directory
-        out = str(Path(out).resolve())
-    if isinstance(config, str):
-        config = load_config(config, overrides)
-    elif isinstance(config, dict):
-        config = DancegenConfig.model_validate(config)
+    out, config = resolve_store_and_config("train-ldm", out, config, overrides,
+                                           upstream_flow_run)
     if stage not in (1, 2, 3):
         raise ValueError(f"stage must be 1, 2 or 3, not {stage}")
     logger = get_run_logger()

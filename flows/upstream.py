@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
+
+from dancegen.config import DancegenConfig, load_config
 
 
 def upstream_parameters(flow_run_ref: str) -> dict:
@@ -28,3 +31,25 @@ def chain_head_parameters(flow_run_ref: str) -> dict:
             break
         parameters = upstream_parameters(parameters["upstream_flow_run"])
     raise ValueError(f"no store (`out`) up the trigger chain of {flow_run_ref}")
+
+
+def resolve_store_and_config(flow: str, out: str | None, config: DancegenConfig | dict | str,
+                             overrides: list[str] | None, upstream_flow_run: str | None
+                             ) -> tuple[str, DancegenConfig]:
+    """The store and config of a flow that works on an existing store: as given, or (when
+    triggered) those at the head of the trigger chain. A local store path is made absolute,
+    as Ray workers run in their own directories."""
+    if upstream_flow_run:
+        parameters = chain_head_parameters(upstream_flow_run)
+        out = parameters["out"]
+        config = parameters.get("config", config)
+        overrides = parameters.get("overrides", overrides)
+    if out is None:
+        raise ValueError(f"{flow} needs `out` or `upstream_flow_run`")
+    if "://" not in out:
+        out = str(Path(out).resolve())
+    if isinstance(config, str):
+        config = load_config(config, overrides)
+    elif isinstance(config, dict):
+        config = DancegenConfig.model_validate(config)
+    return out, config

@@ -82,6 +82,23 @@ class ChampModel(nn.Module):
             if not self.denoising_unet.gradient_checkpointing:
                 self.bank.clear()
 
+    def reference_states(self, reference_latents: Tensor, clip_embeds: Tensor
+                         ) -> dict[str, Tensor]:
+        """Run the reference U-Net once and return its banked states, for sampling: the
+        reference does not change over the denoising steps, so it is computed once."""
+        with torch.no_grad(), self.reference(reference_latents, clip_embeds):
+            return dict(self.bank.states)
+
+    @contextmanager
+    def banked(self, states: dict[str, Tensor]):
+        """Denoise inside the block with states from :meth:`reference_states` ({} = none)."""
+        self.bank.clear()
+        self.bank.states.update(states)
+        try:
+            yield
+        finally:
+            self.bank.clear()
+
     def denoise(self, noisy_latents: Tensor, timesteps: Tensor, clip_embeds: Tensor,
                 guidance_features: Tensor | None, temporal: bool = True) -> Tensor:
         """One denoiser pass inside :meth:`reference`; latents (B, C, F, h, w)."""

@@ -42,6 +42,11 @@ echo "setup: installing into .venv ($TORCH_SPEC, then constraints.txt); takes a 
 .venv/bin/python -m pip install -q "$TORCH_SPEC" 2> >(grep -v "^WARNING: Location" >&2)
 .venv/bin/python -m pip install -q -c constraints.txt -e ".[render,models,dev]" \
   2> >(grep -v "^WARNING: Location" >&2)
+# LPIPS's linear-layer weights ship in the lpips package; its code needs torchvision, which has
+# no build for the pinned torch, so only the package's files are installed (models/lpips.py is
+# the network).
+.venv/bin/python -m pip install -q --no-deps -c constraints.txt lpips \
+  2> >(grep -v "^WARNING: Location" >&2)
 # Compile librosa's numba kernels once, in one process: parallel first compiles in several Ray
 # workers can corrupt numba's on-disk cache (see tasks/music_features.warm_up).
 echo "setup: compiling librosa's numba kernels (once)"

@@ -70,6 +70,14 @@ def _check_joints(joints: np.ndarray, min_frames: int) -> np.ndarray:
     array = np.asarray(joints, dtype=np.float64)
     if array.ndim != 3 or array.shape[1:] != (_NUM_JOINTS, 3):
         raise ValueError(f"joints must have shape (T, {_NUM_JOINTS}, 3), got {array.shape}")
+    return _check_points(array, min_frames)
+
+
+def _check_points(points: np.ndarray, min_frames: int) -> np.ndarray:
+    """``points`` as a finite float64 ``(T, J, D)`` array with at least ``min_frames`` frames."""
+    array = np.asarray(points, dtype=np.float64)
+    if array.ndim != 3 or 0 in array.shape[1:]:
+        raise ValueError(f"points must have shape (T, J, D) with J, D >= 1, got {array.shape}")
     if len(array) < min_frames:
         raise ValueError(f"need at least {min_frames} frames of motion, got {len(array)}")
     if not np.isfinite(array).all():
@@ -134,7 +142,18 @@ def music_beat_frames(
 def motion_beat_frames(
     joints: np.ndarray, fps: int, variant: BeatAlignVariant = "bailando"
 ) -> np.ndarray:
+    """Kinematic beats of SMPL ``joints`` ``(T, 24, 3)``: :func:`kinematic_beat_frames`."""
+    _check_variant(variant)
+    return kinematic_beat_frames(_check_joints(joints, min_frames=2), fps, variant)
+
+
+def kinematic_beat_frames(
+    points: np.ndarray, fps: int, variant: BeatAlignVariant = "bailando"
+) -> np.ndarray:
     """Kinematic beats: frame indices of the local minima of the joint-speed envelope.
+
+    ``points`` is ``(T, J, D)``: any ``J`` points in ``D`` dimensions (the SMPL joints, or 2D
+    keypoints for the 2D score), speeds being Euclidean norms over ``D``.
 
     ``"bailando"``: speed ``v[i] = mean_j |x[i+1, j] - x[i, j]|`` (``T - 1`` values),
     ``gaussian_filter(v, 5)``, strict local minima ``argrelextrema(v, np.less)``. Index ``i``
@@ -150,8 +169,8 @@ def motion_beat_frames(
     FACT window.
     """
     _check_variant(variant)
-    array = _check_joints(joints, min_frames=2)
-    step = np.linalg.norm(np.diff(array, axis=0), axis=-1)  # (T-1, 24)
+    array = _check_points(points, min_frames=2)
+    step = np.linalg.norm(np.diff(array, axis=0), axis=-1)  # (T-1, J)
     if variant == "bailando":
         speed = gaussian_filter(step.mean(axis=1), BAILANDO_SMOOTHING_SIGMA)
         minima = argrelextrema(speed, np.less)[0]
@@ -161,17 +180,47 @@ def motion_beat_frames(
     return minima.astype(np.int64)
 
 
-def _music_beats_within(music_beats: np.ndarray, length: int) -> np.ndarray:
-    """Music beat frames in ``[0, length)``; a ValueError when there are none."""
+def scored_music_beats(
+    music_beats: np.ndarray, frames: int, variant: BeatAlignVariant = "bailando"
+) -> np.ndarray:
+    """The music beats (int64 frame indices) a clip of ``frames`` frames is scored against.
+
+    ``"bailando"``: those on the speed curve, ``[0, frames - 1)``; ``"fact"``: those inside the
+    clip, ``[0, frames)``. Raises ValueError when ``music_beats`` is empty or none falls inside.
+    """
+    _check_variant(variant)
     beats = np.asarray(music_beats)
     if beats.ndim != 1:
         raise ValueError(f"music_beats must be a 1-D array of frame indices, got {beats.shape}")
     if beats.size == 0:
         raise ValueError("no music beats: the Beat Align Score needs at least one music beat")
+    length = frames - 1 if variant == "bailando" else frames
     beats = beats[(beats >= 0) & (beats < length)]
     if beats.size == 0:
         raise ValueError(f"no music beat falls inside the motion's {length} frames")
-    return beats.astype(np.float64)
+    return beats.astype(np.int64)
+
+
+def beat_align_from_beats(
+    motion_beats: np.ndarray,
+    music_beats: np.ndarray,
+    frames: int,
+    variant: BeatAlignVariant = "bailando",
+) -> float:
+    """The Beat Align Score of a ``frames``-frame clip from its kinematic and music beats.
+
+    The formulas of :func:`beat_align_score`; ``music_beats`` are first restricted by
+    :func:`scored_music_beats` (and the same ValueErrors raised).
+    """
+    music = scored_music_beats(music_beats, frames, variant).astype(np.float64)
+    motion = np.asarray(motion_beats, dtype=np.float64)
+    if motion.size == 0:
+        return 0.0
+    if variant == "bailando":
+        dist = np.abs(music[:, None] - motion[None, :]).min(axis=1)
+        return float(np.mean(np.exp(-(dist**2) / 2.0 / BAILANDO_SIGMA_SQ)))
+    dist = np.abs(motion[:, None] - music[None, :]).min(axis=1)
+    return float(np.mean(np.exp(-(dist**2) / 2.0 / FACT_SIGMA**2)))
 
 
 def beat_align_score(
@@ -195,18 +244,8 @@ def beat_align_score(
     """
     _check_variant(variant)
     array = _check_joints(joints, min_frames=2)
-    motion = motion_beat_frames(array, fps, variant).astype(np.float64)
-    if variant == "bailando":
-        music = _music_beats_within(music_beats, len(array) - 1)
-        if motion.size == 0:
-            return 0.0
-        dist = np.abs(music[:, None] - motion[None, :]).min(axis=1)
-        return float(np.mean(np.exp(-(dist**2) / 2.0 / BAILANDO_SIGMA_SQ)))
-    music = _music_beats_within(music_beats, len(array))
-    if motion.size == 0:
-        return 0.0
-    dist = np.abs(motion[:, None] - music[None, :]).min(axis=1)
-    return float(np.mean(np.exp(-(dist**2) / 2.0 / FACT_SIGMA**2)))
+    motion = kinematic_beat_frames(array, fps, variant)
+    return beat_align_from_beats(motion, music_beats, len(array), variant)
 
 
 def _to_edge_z_up(joints: np.ndarray) -> np.ndarray:

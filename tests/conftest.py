@@ -30,6 +30,7 @@ os.environ.pop("PREFECT_API_URL", None)
 
 import boto3  # noqa: E402
 import pytest  # noqa: E402
+from ldm_helpers import short_config  # noqa: E402
 
 from dancegen.config import DancegenConfig, load_config  # noqa: E402
 from dancegen.fixtures import write_fixtures  # noqa: E402
@@ -105,3 +106,31 @@ def ray_cluster(s3_endpoint: str) -> Iterator[None]:
     ray.init(address="local", num_cpus=2, include_dashboard=False, namespace="prefect")
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def built_store(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path,
+                prefect_server: None, ray_cluster: None) -> Path:
+    """The fixture dataset built with :func:`short_config`, once (treat as read-only)."""
+    from prefect_ray import RayTaskRunner
+
+    from dancegen.flows.build_dataset import build_dataset
+
+    store = tmp_path_factory.mktemp("ldm") / "store.zarr"
+    state = build_dataset.with_options(task_runner=RayTaskRunner())(
+        inputs=str(fixtures_dir), out=str(store), config=short_config(), return_state=True)
+    assert state.is_completed(), state.message
+    return store
+
+
+@pytest.fixture(scope="session")
+def trained(built_store: Path) -> Path:
+    """``built_store`` with the stand-in base and the three short LDM stages trained."""
+    from dancegen.tasks.ldm_stand_in import build_stand_in_base
+    from dancegen.tasks.ldm_train import train_stage
+
+    config = short_config()
+    build_stand_in_base(str(built_store), config)
+    for stage in (1, 2, 3):
+        train_stage(stage, str(built_store), config)
+    return built_store

@@ -15,49 +15,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from ldm_helpers import SHORT, short_config
 from prefect_ray import RayTaskRunner
 from safetensors.torch import load_file
 
-from dancegen.config import DancegenConfig, load_config
 from dancegen.errors import ConfigError, StoreError
-from dancegen.flows.build_dataset import build_dataset
 from dancegen.flows.train_ldm import train_ldm
 from dancegen.storage.ldm_checkpoint import LdmRun
 from dancegen.tasks.ldm_data import ClipSource, depth_image
-from dancegen.tasks.ldm_stand_in import build_stand_in_base
 from dancegen.tasks.ldm_train import train_stage
 
 pytestmark = [pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
-# short stages with fixed seeds (the main job runs the full tiny schedule)
-SHORT = ["edge.synthesis.music=null", "training.stage1.steps=30", "training.stage2.steps=24",
-         "training.stage3.steps=4", "training.stage1.batch_size=2", "training.checkpoint_every=10",
-         "training.log_every=2", "ldm.stand_in.vae_steps=20"]
-
-
-def short_config(*extra: str) -> DancegenConfig:
-    return load_config(REPO / "configs/local-cpu.yaml", [*SHORT, *extra])
-
-
-@pytest.fixture(scope="module")
-def built_store(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path,
-                prefect_server: None, ray_cluster: None) -> Path:
-    """The fixture dataset, built once for this module (treat as read-only)."""
-    store = tmp_path_factory.mktemp("ldm") / "store.zarr"
-    state = build_dataset.with_options(task_runner=RayTaskRunner())(
-        inputs=str(fixtures_dir), out=str(store), config=short_config(), return_state=True)
-    assert state.is_completed(), state.message
-    return store
-
-
-@pytest.fixture(scope="module")
-def trained(built_store: Path) -> Path:
-    """Stand-in base + the three short stages, trained in this process."""
-    config = short_config()
-    build_stand_in_base(str(built_store), config)
-    for stage in (1, 2, 3):
-        train_stage(stage, str(built_store), config)
-    return built_store
 
 
 def falls(losses: list[list[float]], column: int = 1) -> tuple[float, float]:

@@ -1,0 +1,189 @@
+"""Evaluate one test clip: generate it from its first frame and its music, compare with the
+ground truth, and write the clip's record (one unit of the evaluation flow).
+
+The metrics, the paper's Table 1 (REFERENCE.md section 4.5 for the definitions):
+
+* PSNR, SSIM, LPIPS: per frame, generated vs ground truth, averaged over the clip;
+* FVD: over all clips at once (the flow), from the I3D features stored here per clip;
+* 2D-BeatAlign (Bailando's score on 2D keypoints vs the music beats): of the generated video,
+  with keypoints from DWPose when its weights are configured, else (labelled in the record)
+  the keypoints M2PEnc's heatmaps asked the generator to draw; of the ground truth, with the
+  rendered keypoints (synthetic data: exact, no detector needed);
+* AV-Align (audio onsets vs optical-flow peaks), of both videos.
+
+A metric whose weights are not configured (or fail to load) is left out with the reason,
+and the others still run.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from dancegen.config import DancegenConfig, EvaluationWeights
+from dancegen.errors import InputError
+from dancegen.storage.dataset import DatasetStore
+from dancegen.storage.evaluation import EvaluationRun
+from dancegen.storage.media import write_mp4
+from dancegen.storage.metric_weights import load_i3d, load_lpips
+from dancegen.tasks.av_align import av_align
+from dancegen.tasks.beat_align_2d import beat_align_2d
+from dancegen.tasks.dwpose import DwPose
+from dancegen.tasks.frame_metrics import psnr, ssim
+from dancegen.tasks.generation import generate, worker_pipeline
+from dancegen.tasks.perceptual_metrics import fvd_clips, i3d_features, lpips_per_frame
+
+KEYPOINTS_DWPOSE = "DWPose on the generated frames"
+KEYPOINTS_M2PENC = "M2PEnc's heatmap peaks (no DWPose weights: the pose asked for, not seen)"
+
+
+@dataclass
+class MetricModels:
+    """The metrics' pretrained networks in this worker; ``missing``: metric -> why absent."""
+
+    lpips: Any = None
+    i3d: Any = None
+    dwpose: DwPose | None = None
+    missing: dict[str, str] = field(default_factory=dict)
+
+
+def _load(models: MetricModels, metric: str, url: str | None, setting: str, loader: Any) -> Any:
+    if url is None:
+        models.missing[metric] = f"no weights configured (evaluation.weights.{setting})"
+        return None
+    try:
+        return loader(url)
+    except InputError as error:
+        models.missing[metric] = str(error)
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def _metric_models(weights_json: str) -> MetricModels:
+    weights = EvaluationWeights.model_validate_json(weights_json)
+    models = MetricModels()
+    models.lpips = _load(models, "LPIPS", weights.lpips_backbone, "lpips_backbone",
+                         lambda url: load_lpips(url, weights.lpips_net))
+    models.i3d = _load(models, "FVD", weights.i3d, "i3d", load_i3d)
+    models.dwpose = _load(models, "DWPose", weights.dwpose, "dwpose", DwPose.from_path)
+    return models
+
+
+def worker_metric_models(weights: EvaluationWeights) -> MetricModels:
+    """The metric networks of this process, loaded once."""
+    return _metric_models(weights.model_dump_json())
+
+
+@dataclass
+class ClipData:
+    """One test clip's ground truth, at the generator's resolution."""
+
+    clip_id: str
+    frames: np.ndarray        # (T, R, R, 3) uint8
+    music: np.ndarray         # (T, D) the conditioning features the dataset holds
+    audio: np.ndarray         # mono waveform of the clip
+    sample_rate: int
+    beats: np.ndarray         # music beat frames
+    keypoints: np.ndarray     # (T, 18, 3) rendered keypoints, pixels of the R x R frame
+
+
+def read_clip(dataset: DatasetStore, row: int, config: DancegenConfig, resolution: int
+              ) -> ClipData:
+    """The first ``evaluation.clip_frames`` frames (default: all) of segment ``row``."""
+    segment = dataset.segments()[row]
+    frames = config.evaluation.clip_frames or config.dataset.segment_frames
+    frames = min(frames, config.dataset.segment_frames)
+    video = dataset.read("video/frames", row)[:frames]
+    rate = config.music.audio_sample_rate
+    keypoints = dataset.read("pose/keypoints2d", row)[:frames].astype(np.float32)
+    scale = resolution / video.shape[2]
+    keypoints[..., :2] = (keypoints[..., :2] + 0.5) * scale - 0.5  # pixel centres
+    if video.shape[1:3] != (resolution, resolution):
+        interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+        video = np.stack([cv2.resize(f, (resolution, resolution), interpolation=interpolation)
+                          for f in video])
+    return ClipData(
+        clip_id=segment.id, frames=video,
+        music=dataset.read(f"music/{config.music.backend}", row)[:frames].astype(np.float32),
+        audio=dataset.read("music/audio", row)[:round(frames / config.dataset.fps * rate)],
+        sample_rate=rate, beats=np.flatnonzero(dataset.read("music/beats", row)[:frames]),
+        keypoints=keypoints)
+
+
+def _mean(values: np.ndarray) -> float:
+    return float(np.mean(values))
+
+
+def clip_metrics(clip: ClipData, generated: np.ndarray, generated_keypoints: np.ndarray,
+                 fps: int, models: MetricModels, variant: str) -> dict[str, Any]:
+    """Every per-clip metric the models allow; per-frame curves and beat timelines too."""
+    real = clip.frames
+    frame_psnr, frame_ssim = psnr(generated, real), ssim(generated, real)
+    record: dict[str, Any] = {"psnr": _mean(frame_psnr), "ssim": _mean(frame_ssim),
+                              "per_frame": {"psnr": frame_psnr.tolist(),
+                                            "ssim": frame_ssim.tolist()}}
+    if models.lpips is not None:
+        frame_lpips = lpips_per_frame(models.lpips, real, generated)
+        record["lpips"] = _mean(frame_lpips)
+        record["per_frame"]["lpips"] = frame_lpips.tolist()
+    if models.dwpose is not None:
+        generated_keypoints = models.dwpose.keypoints(generated)
+    beats = {"generated": beat_align_2d(generated_keypoints, clip.beats, fps, variant),
+             "ground_truth": beat_align_2d(clip.keypoints, clip.beats, fps, variant)}
+    sync = {"generated": av_align(clip.audio, clip.sample_rate, generated, fps),
+            "ground_truth": av_align(clip.audio, clip.sample_rate, real, fps)}
+    record["beat_align"] = {k: v.score for k, v in beats.items()}
+    record["av_align"] = {k: v.score for k, v in sync.items()}
+    record["keypoints"] = KEYPOINTS_DWPOSE if models.dwpose is not None else KEYPOINTS_M2PENC
+    record["timeline"] = {
+        "music_beats": clip.beats.tolist(),
+        "motion_beats": {k: np.asarray(v.motion_beats).tolist() for k, v in beats.items()},
+        "audio_peaks": np.asarray(sync["generated"].audio_peaks).tolist(),
+        "video_peaks": {k: np.asarray(v.video_peaks).tolist() for k, v in sync.items()},
+    }
+    return record
+
+
+def sample_strip(real: np.ndarray, generated: np.ndarray, count: int) -> np.ndarray:
+    """``count`` evenly spaced frames: ground truth on top, generated below."""
+    picks = np.linspace(0, len(real) - 1, min(count, len(real))).round().astype(int)
+    return np.concatenate([np.concatenate(list(real[picks]), axis=1),
+                           np.concatenate(list(generated[picks]), axis=1)], axis=0)
+
+
+def evaluate_clip(store: str, config: DancegenConfig, row: int) -> dict[str, Any]:
+    """Generate and score segment ``row``; writes its video, sample, features and record."""
+    pipeline = worker_pipeline(store, config)
+    models = worker_metric_models(config.evaluation.weights)
+    evaluation = EvaluationRun(store, config, pipeline.checkpoint)
+    dataset = DatasetStore(store, config.dataset.version)
+    clip = read_clip(dataset, row, config, pipeline.resolution)
+    fps, frames = config.dataset.fps, len(clip.frames)
+
+    started = time.perf_counter()
+    video = generate(pipeline, [(0, frames)], [clip.music], clip.frames[0])
+    seconds = time.perf_counter() - started
+
+    record = {"clip": clip.clip_id, "row": row, "frames": frames, "fps": fps,
+              "generation_seconds": seconds, "generated_seconds": frames / fps,
+              "missing": dict(models.missing),
+              **clip_metrics(clip, video.frames, video.keypoints, fps, models,
+                             config.evaluation.beat_align)}
+    if models.i3d is not None:
+        length = config.evaluation.fvd_frames
+        evaluation.write_features(
+            clip.clip_id, real=i3d_features(models.i3d, fvd_clips(clip.frames, length)),
+            generated=i3d_features(models.i3d, fvd_clips(video.frames, length)))
+    write_mp4(evaluation.url_of(f"videos/{clip.clip_id}.mp4"), video.frames, fps, clip.audio,
+              clip.sample_rate)
+    record["video"] = f"videos/{clip.clip_id}.mp4"
+    record["sample"] = evaluation.write_png(
+        f"samples/{clip.clip_id}.png",
+        sample_strip(clip.frames, video.frames, config.evaluation.sample_frames))
+    evaluation.write_clip(clip.clip_id, record)
+    return record
