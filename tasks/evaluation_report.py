@@ -85,9 +85,14 @@ def _cell(value: float | None) -> str:
     return f"{value:.4g}" if abs(value) < 100 else f"{value:.2f}"
 
 
+def _paper(values: tuple[float | None, ...]) -> list[str]:
+    """The paper's numbers as printed."""
+    return ["-" if v is None else str(v) for v in values]
+
+
 def table1_rows(summary: dict[str, Any], label: str) -> list[list[str]]:
     """Table 1 with the paper's rows, this run's ground truth and this run's model."""
-    rows = [[name, *map(_cell, values)] for name, values in PAPER_TABLE1]
+    rows = [[name, *_paper(values)] for name, values in PAPER_TABLE1]
     rows.append([f"{label}: ground truth", "-", "-", "-", "-",
                  _cell(summary["beat_align_ground_truth"]),
                  _cell(summary["av_align_ground_truth"])])
@@ -97,7 +102,7 @@ def table1_rows(summary: dict[str, Any], label: str) -> list[list[str]]:
 
 def table2_rows(summary: dict[str, Any], label: str) -> list[list[str]]:
     """Table 2 (guidance ablation); this run uses all four guidance types."""
-    rows = [[name, *map(_cell, values)] for name, values in PAPER_TABLE2]
+    rows = [[name, *_paper(values)] for name, values in PAPER_TABLE2]
     rows.append([f"**{label}** (pose + depth + normal + semantic)",
                  *(_cell(summary.get(k)) for k in TABLE1_KEYS[:4])])
     return rows

@@ -19,6 +19,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHORT = ["edge.synthesis.music=null", "training.stage1.steps=30", "training.stage2.steps=24",
          "training.stage3.steps=4", "training.stage1.batch_size=2", "training.checkpoint_every=10",
          "training.log_every=2", "ldm.stand_in.vae_steps=20"]
+# a short sampler so that generation runs in seconds: 3 DDIM steps, 24-frame segments
+FAST = ["generation.ddim_steps=3", "generation.segment_frames=24", "generation.overlap_frames=6",
+        "generation.window_frames=12", "generation.window_overlap=4"]
 
 
 def short_config(*extra: str) -> DancegenConfig:

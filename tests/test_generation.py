@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from ldm_helpers import short_config
+from ldm_helpers import FAST, short_config
 
 from dancegen.errors import InputError
 from dancegen.storage.media import probe_mp4, read_image, write_mp4
@@ -26,10 +26,6 @@ from dancegen.tasks.ldm_sampling import (
     segment_spans,
     window_starts,
 )
-
-# a short sampler so that the tests run in seconds: 3 DDIM steps, 24-frame segments
-FAST = ["generation.ddim_steps=3", "generation.segment_frames=24", "generation.overlap_frames=6",
-        "generation.window_frames=12", "generation.window_overlap=4"]
 
 
 def test_windows_cover_every_frame_and_end_on_the_last() -> None:

@@ -8,7 +8,6 @@ LPIPS heads are the real ones bundled with the lpips package.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from threadpoolctl import threadpool_limits
 from torch import nn
+from weight_files import FEATURES, StyleganVStandIn, alexnet_file, save_torchscript
 
 from dancegen.errors import InputError
 from dancegen.models.i3d import InceptionI3d, to_i3d_input
@@ -30,7 +30,6 @@ from dancegen.tasks.perceptual_metrics import (
     lpips_per_frame,
 )
 
-FEATURES = 400
 LpipsAndBackbone = tuple[LPIPS, dict[str, torch.Tensor]]
 
 
@@ -55,17 +54,6 @@ def video(seed: int = 0, frames: int = 4, size: int = 64) -> np.ndarray:
 def noisy(clip: np.ndarray, sigma: float, seed: int = 1) -> np.ndarray:
     noise = np.random.default_rng(seed).normal(0, sigma, clip.shape)
     return np.clip(clip + noise, 0, 255).astype(np.uint8)
-
-
-def alexnet_file(path: Path, drop: str | None = None) -> Path:
-    """A torchvision-layout ``alexnet-owt-*.pth`` with random weights (seeded)."""
-    torch.manual_seed(0)
-    state = {f"features.{k}": v for k, v in BACKBONES["alex"][0]().state_dict().items()}
-    # the classifier keys the real file carries (small shapes: they are dropped unread)
-    state |= {f"classifier.{i}.{p}": torch.zeros(2) for i in (1, 4, 6) for p in ("weight", "bias")}
-    state.pop(drop, None)
-    torch.save(state, path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -198,30 +186,6 @@ def test_fvd_clips() -> None:
 
 
 # --- I3D ---------------------------------------------------------------------------------------
-
-class StyleganVStandIn(nn.Module):
-    """StyleGAN-V's detector signature; refuses any other call than StyleGAN-V's."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("projection", torch.randn(3 * 4 * 4 * 4, FEATURES))
-
-    def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False,
-                return_features: bool = False) -> torch.Tensor:
-        if x.dtype != torch.uint8 or x.shape[1] != 3:
-            raise RuntimeError("expected uint8 (N, 3, T, H, W)")
-        if not (rescale and resize and return_features):
-            raise RuntimeError("expected rescale=True, resize=True, return_features=True")
-        pooled = F.adaptive_avg_pool3d(x.float() / 127.5 - 1, 4)
-        return pooled.flatten(1) @ self.projection
-
-
-def save_torchscript(module: nn.Module, path: Path) -> Path:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript, as the released file
-        torch.jit.save(torch.jit.script(module), str(path))
-    return path
-
 
 def test_torchscript_i3d_is_called_as_stylegan_v(tmp_path: Path) -> None:
     torch.manual_seed(0)
