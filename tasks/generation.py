@@ -165,7 +165,7 @@ def generate_for_music(pipeline: LdmPipeline, audio: np.ndarray, rate: int,
     EDGE's tempo prior to the beat tracker. See :func:`generate`.
     """
     fps = pipeline.config.dataset.fps
-    total = frames or int(len(audio) / rate * fps)
+    total = frames or len(audio) * fps // rate
     if total < 2:
         raise InputError(f"the music is too short: {len(audio) / rate:.2f} s")
     spans = segment_spans(total, pipeline.segment_frames, pipeline.config.generation.overlap_frames)

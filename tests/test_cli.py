@@ -15,6 +15,7 @@ import zarr
 from typer.testing import CliRunner
 
 from dancegen.cli import app
+from dancegen.storage.media import probe_mp4
 
 
 def dancegen(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -23,10 +24,11 @@ def dancegen(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
-# the LDM stages shortened: the full tiny run is the main job's (about 5 minutes)
+# the LDM stages and the sampler shortened: the full tiny run is the main job's
 SHORT_LDM = ["--set", "training.stage1.steps=10", "--set", "training.stage2.steps=10",
              "--set", "training.stage3.steps=4", "--set", "training.checkpoint_every=5",
-             "--set", "training.log_every=2", "--set", "ldm.stand_in.vae_steps=10"]
+             "--set", "training.log_every=2", "--set", "ldm.stand_in.vae_steps=10",
+             "--set", "generation.ddim_steps=2", "--set", "evaluation.clip_frames=16"]
 
 
 @pytest.mark.slow
@@ -62,12 +64,29 @@ def test_demo_runs_the_main_job_and_is_idempotent(tmp_path: Path) -> None:
     assert json.loads((ldm / "base/stand_in.json").read_text())["stand_in"] is True
     assert (ldm / "stage2/checkpoint-0000010/denoising_unet/config.json").exists()
 
+    evaluated = re.search(r"Completed: evaluated 2 clips: FVD n/a, LPIPS n/a, PSNR ([\d.]+), "
+                          r"SSIM ([-\d.]+), 2D-BeatAlign ([\d.]+), AV-Align ([\d.]+); "
+                          r"([\d.]+) s of compute per generated second; report (\S+)", out)
+    assert evaluated, out[-3000:]
+    report = Path(evaluated.group(6))
+    assert report.is_file() and report.parent.parent.parent == ldm / "eval"
+    summary = json.loads((report.parent / "metrics.json").read_text())
+    assert summary["clips"] == 2 and summary["frames"] == 32
+    assert set(summary["missing"]) == {"FVD", "LPIPS", "DWPose"}
+    video = tmp_path / "work/dance.mp4"
+    assert probe_mp4(video) == {"frames": 240, "size": (128, 128), "fps": 30.0, "audio": True}
+    assert re.search(r"wrote \S+dance\.mp4: 240 frames \(8\.0 s at 30 fps, 128x128\) with music",
+                     out)
+    assert f"done: video work/dance.mp4  report {report}" in out
+
     second = dancegen("demo", "--workdir", "work", *SHORT_LDM, cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "Completed: EDGE edge-tiny: 600 steps" in second.stdout  # nothing left to train
     assert "pseudo-motion tracks 0 new, 2 kept, 0 failed" in second.stdout
     assert "shards written 0, skipped 20, failed 0" in second.stdout
     assert "Completed: LDM stage 3 (ldm-tiny): 4 steps" in second.stdout  # already trained
+    assert "evaluating 0 clips of the test split (2 already done)" in (second.stdout
+                                                                      + second.stderr)
 
 
 def test_info_describes_a_store_and_refuses_an_empty_one(tmp_path: Path) -> None:

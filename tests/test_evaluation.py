@@ -33,7 +33,7 @@ def dancing_clip(frames: int = 90) -> ClipData:
     speed = np.sin(np.pi * t / 15) ** 2 * np.where((t // 15) % 2, -1, 1)
     offset = 2 * np.cumsum(speed)
     for i in range(frames):
-        x = int(round(20 + offset[i]))
+        x = round(20 + offset[i])
         video[i, 20:40, x:x + 16] = 255
         keypoints[i, :, 0] = 20 + offset[i] + np.arange(18)
         keypoints[i, :, 1] = 30 + np.arange(18)
