@@ -164,9 +164,10 @@ def generate(
     try:
         cfg = load_config(config, set_)
         audio, rate = read_music(music)
+        photo = read_image(image)
         typer.echo(f"loading the LDM run {cfg.ldm.run_name!r} from {store}")
         pipeline = load_pipeline(store, cfg)
-        reference = prepare_reference(read_image(image), pipeline.resolution, image)
+        reference = prepare_reference(photo, pipeline.resolution, image)
         frames = round(seconds * cfg.dataset.fps) if seconds else None
         music_id = Path(music).stem
         started = time.perf_counter()

@@ -21,6 +21,7 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from torch import nn
 from transformers import CLIPVisionModelWithProjection
+from transformers.utils import logging as transformers_logging
 
 from dancegen.errors import InputError
 from dancegen.models.champ import GUIDANCE_TYPES, ChampModel
@@ -28,6 +29,9 @@ from dancegen.models.guidance_encoder import GuidanceEncoder, GuidanceEncoderCon
 from dancegen.models.motion_module import MotionModuleConfig
 from dancegen.models.unet3d import DenoisingUNet3D
 from dancegen.storage.weights_cache import local_file, local_folder
+
+# transformers draws a progress bar per loaded model: noise in worker logs and the CLI
+transformers_logging.disable_progress_bar()
 
 
 def _from_pretrained(cls: type, url: str, what: str) -> nn.Module:

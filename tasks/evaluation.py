@@ -32,7 +32,7 @@ from dancegen.storage.evaluation import EvaluationRun
 from dancegen.storage.media import write_mp4
 from dancegen.storage.metric_weights import load_i3d, load_lpips
 from dancegen.tasks.av_align import av_align
-from dancegen.tasks.beat_align_2d import beat_align_2d
+from dancegen.tasks.beat_align_2d import DEFAULT_MIN_SCORE, beat_align_2d
 from dancegen.tasks.dwpose import DwPose
 from dancegen.tasks.frame_metrics import psnr, ssim
 from dancegen.tasks.generation import generate, worker_pipeline
@@ -131,9 +131,15 @@ def clip_metrics(clip: ClipData, generated: np.ndarray, generated_keypoints: np.
         frame_lpips = lpips_per_frame(models.lpips, real, generated)
         record["lpips"] = _mean(frame_lpips)
         record["per_frame"]["lpips"] = frame_lpips.tolist()
+    # DWPose's scores are detection confidences (below 0.3: missing); the peaks of M2PEnc's
+    # heatmaps are not, every frame's argmax is the position the generator was asked for
+    min_score = DEFAULT_MIN_SCORE
     if models.dwpose is not None:
         generated_keypoints = models.dwpose.keypoints(generated)
-    beats = {"generated": beat_align_2d(generated_keypoints, clip.beats, fps, variant),
+    else:
+        min_score = 0.0
+    beats = {"generated": beat_align_2d(generated_keypoints, clip.beats, fps, variant,
+                                        min_score=min_score),
              "ground_truth": beat_align_2d(clip.keypoints, clip.beats, fps, variant)}
     sync = {"generated": av_align(clip.audio, clip.sample_rate, generated, fps),
             "ground_truth": av_align(clip.audio, clip.sample_rate, real, fps)}
