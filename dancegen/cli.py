@@ -349,11 +349,14 @@ def demo(
     if not ok:
         raise typer.Exit(1)
     typer.secho("[8/8] generate: new music + a reference photo -> MP4", bold=True)
-    photo = _demo_reference_photo(store, workdir / "reference.png", config, set_)
     video = workdir / "dance.mp4"
-    generate(music=str(inputs / "new_music" / "new_track_a.wav"), image=str(photo),
-             out=str(video), store=str(store), seconds=DEMO_VIDEO_SECONDS, seed=None,
-             config=config, set_=set_)
+    if video.exists():  # as every step above: a re-run keeps what is done
+        typer.echo(f"kept {video} (delete it to generate again)")
+    else:
+        photo = _demo_reference_photo(store, workdir / "reference.png", config, set_)
+        generate(music=str(inputs / "new_music" / "new_track_a.wav"), image=str(photo),
+                 out=str(video), store=str(store), seconds=DEMO_VIDEO_SECONDS, seed=None,
+                 config=config, set_=set_)
     report = _evaluation_report(store, config, set_)
     typer.secho(f"done: video {video}  report {report}", bold=True, fg=typer.colors.GREEN)
 

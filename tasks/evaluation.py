@@ -24,6 +24,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import torch
 
 from dancegen.config import DancegenConfig, EvaluationWeights
 from dancegen.errors import InputError
@@ -66,10 +67,11 @@ def _load(models: MetricModels, metric: str, url: str | None, setting: str, load
 @functools.lru_cache(maxsize=1)
 def _metric_models(weights_json: str) -> MetricModels:
     weights = EvaluationWeights.model_validate_json(weights_json)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     models = MetricModels()
     models.lpips = _load(models, "LPIPS", weights.lpips_backbone, "lpips_backbone",
-                         lambda url: load_lpips(url, weights.lpips_net))
-    models.i3d = _load(models, "FVD", weights.i3d, "i3d", load_i3d)
+                         lambda url: load_lpips(url, weights.lpips_net).to(device))
+    models.i3d = _load(models, "FVD", weights.i3d, "i3d", lambda url: load_i3d(url).to(device))
     models.dwpose = _load(models, "DWPose", weights.dwpose, "dwpose", DwPose.from_path)
     return models
 

@@ -28,7 +28,8 @@ def dancegen(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 SHORT_LDM = ["--set", "training.stage1.steps=10", "--set", "training.stage2.steps=10",
              "--set", "training.stage3.steps=4", "--set", "training.checkpoint_every=5",
              "--set", "training.log_every=2", "--set", "ldm.stand_in.vae_steps=10",
-             "--set", "generation.ddim_steps=2", "--set", "evaluation.clip_frames=16"]
+             "--set", "generation.ddim_steps=2", "--set", "generation.guidance_scale=1",
+             "--set", "evaluation.clip_frames=16"]
 
 
 @pytest.mark.slow
@@ -87,6 +88,7 @@ def test_demo_runs_the_main_job_and_is_idempotent(tmp_path: Path) -> None:
     assert "Completed: LDM stage 3 (ldm-tiny): 4 steps" in second.stdout  # already trained
     assert "evaluating 0 clips of the test split (2 already done)" in (second.stdout
                                                                       + second.stderr)
+    assert "kept work/dance.mp4" in second.stdout
 
 
 def test_info_describes_a_store_and_refuses_an_empty_one(tmp_path: Path) -> None:
