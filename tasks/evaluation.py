@@ -33,7 +33,7 @@ from dancegen.storage.evaluation import EvaluationRun
 from dancegen.storage.media import write_mp4
 from dancegen.storage.metric_weights import load_i3d, load_lpips
 from dancegen.tasks.av_align import av_align
-from dancegen.tasks.beat_align_2d import DEFAULT_MIN_SCORE, beat_align_2d
+from dancegen.tasks.beat_align_2d import DEFAULT_MIN_SCORE, BeatAlign2d, beat_align_2d
 from dancegen.tasks.dwpose import DwPose
 from dancegen.tasks.frame_metrics import psnr, ssim
 from dancegen.tasks.generation import generate, worker_pipeline
@@ -121,6 +121,16 @@ def _mean(values: np.ndarray) -> float:
     return float(np.mean(values))
 
 
+def _beat_align(keypoints: np.ndarray, beats: np.ndarray, fps: int, variant: str,
+                min_score: float) -> BeatAlign2d | None:
+    """The clip's 2D-BeatAlign, or None when no music beat falls inside the clip (the score
+    averages over music beats: a short clip of a slow song can have none)."""
+    scored = len(keypoints) - 1 if variant == "bailando" else len(keypoints)  # as motion_quality
+    if not np.any(beats < scored):
+        return None
+    return beat_align_2d(keypoints, beats, fps, variant, min_score=min_score)
+
+
 def clip_metrics(clip: ClipData, generated: np.ndarray, generated_keypoints: np.ndarray,
                  fps: int, models: MetricModels, variant: str) -> dict[str, Any]:
     """Every per-clip metric the models allow; per-frame curves and beat timelines too."""
@@ -140,17 +150,18 @@ def clip_metrics(clip: ClipData, generated: np.ndarray, generated_keypoints: np.
         generated_keypoints = models.dwpose.keypoints(generated)
     else:
         min_score = 0.0
-    beats = {"generated": beat_align_2d(generated_keypoints, clip.beats, fps, variant,
-                                        min_score=min_score),
-             "ground_truth": beat_align_2d(clip.keypoints, clip.beats, fps, variant)}
+    beats = {"generated": _beat_align(generated_keypoints, clip.beats, fps, variant, min_score),
+             "ground_truth": _beat_align(clip.keypoints, clip.beats, fps, variant,
+                                         DEFAULT_MIN_SCORE)}
     sync = {"generated": av_align(clip.audio, clip.sample_rate, generated, fps),
             "ground_truth": av_align(clip.audio, clip.sample_rate, real, fps)}
-    record["beat_align"] = {k: v.score for k, v in beats.items()}
+    record["beat_align"] = {k: None if v is None else v.score for k, v in beats.items()}
     record["av_align"] = {k: v.score for k, v in sync.items()}
     record["keypoints"] = KEYPOINTS_DWPOSE if models.dwpose is not None else KEYPOINTS_M2PENC
     record["timeline"] = {
         "music_beats": clip.beats.tolist(),
-        "motion_beats": {k: np.asarray(v.motion_beats).tolist() for k, v in beats.items()},
+        "motion_beats": {k: [] if v is None else np.asarray(v.motion_beats).tolist()
+                         for k, v in beats.items()},
         "audio_peaks": np.asarray(sync["generated"].audio_peaks).tolist(),
         "video_peaks": {k: np.asarray(v.video_peaks).tolist() for k, v in sync.items()},
     }

@@ -60,7 +60,9 @@ def summarize(evaluation: EvaluationRun, records: list[dict[str, Any]],
     }
     for metric in ("beat_align", "av_align"):
         for side in ("generated", "ground_truth"):
-            summary[f"{metric}_{side}"] = float(np.mean([r[metric][side] for r in records]))
+            # clips without a music beat have no BeatAlign: the mean is over those that do
+            values = [r[metric][side] for r in records if r[metric][side] is not None]
+            summary[f"{metric}_{side}"] = float(np.mean(values)) if values else None
     summary["beat_align"] = summary["beat_align_generated"]
     summary["av_align"] = summary["av_align_generated"]
     generated = sum(r["generated_seconds"] for r in records)
@@ -139,7 +141,8 @@ def per_clip_plot(records: list[dict[str, Any]]) -> bytes:
     figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3))
     x = np.arange(len(names))
     for axis, (title, values, truth) in zip(axes, panels, strict=True):
-        finite = [v if math.isfinite(v) else 0.0 for v in values]
+        finite = [v if v is not None and math.isfinite(v) else np.nan for v in values]
+        truth = truth and [np.nan if v is None else v for v in truth]
         axis.bar(x - 0.2 if truth else x, finite, 0.4 if truth else 0.6, label="generated")
         if truth:
             axis.bar(x + 0.2, truth, 0.4, label="ground truth")

@@ -65,12 +65,21 @@ def test_a_static_video_scores_lower_everywhere() -> None:
     assert np.isfinite(record["per_frame"]["psnr"]).mean() > 0.5  # exact only where it rests
 
 
+def test_a_clip_without_music_beats_has_no_beat_align() -> None:
+    clip = dancing_clip()
+    clip.beats = np.array([], dtype=np.int64)
+    record = clip_metrics(clip, clip.frames, clip.keypoints, FPS, MetricModels(), "bailando")
+    assert record["beat_align"] == {"generated": None, "ground_truth": None}
+    assert record["timeline"]["motion_beats"] == {"generated": [], "ground_truth": []}
+    assert record["psnr"] == float("inf")                    # the other metrics still run
+
+
 def test_summary_and_report(tmp_path: Path) -> None:
     config = short_config()
     evaluation = EvaluationRun(str(tmp_path / "store"), config, "stage3/checkpoint-0000004")
     clip = dancing_clip()
     records = []
-    for name, shift in (("a", 0), ("b", 7)):
+    for name, shift in (("a", 0), ("b", 7), ("c", 0)):
         record = clip_metrics(clip, np.roll(clip.frames, shift, axis=0),
                               np.roll(clip.keypoints, shift, axis=0), FPS, MetricModels(),
                               "bailando")
@@ -78,18 +87,19 @@ def test_summary_and_report(tmp_path: Path) -> None:
                       generated_seconds=2.0, missing={"FVD": "no weights configured"},
                       video=f"videos/{name}.mp4", sample=f"samples/{name}.png")
         records.append(record)
+    records[2]["beat_align"] = {"generated": None, "ground_truth": None}  # no music beat in c
     summary = summarize(evaluation, records, {}, 16)
-    assert summary["clips"] == 2 and summary["frames"] == 180
+    assert summary["clips"] == 3 and summary["frames"] == 270
     assert summary["seconds_per_generated_second"] == pytest.approx(2.0)
     assert summary["fvd"] is None and summary["psnr"] == float("inf")   # clip a is exact
     assert summary["beat_align"] == pytest.approx(np.mean(
-        [r["beat_align"]["generated"] for r in records]))
+        [r["beat_align"]["generated"] for r in records[:2]]))
     markdown = write_report(evaluation, summary, records, "test report", ["a note"])
     assert "213.289" in markdown and "dancegen (this run)" in markdown
     assert "| a | 90 | ∞ |" in markdown
     location = Path(evaluation.url)
     assert (location / "report.html").read_text().count("<table>") == 3
-    for plot in ("per_clip.png", "beats_a.png", "beats_b.png"):
+    for plot in ("per_clip.png", "beats_a.png", "beats_b.png", "beats_c.png"):
         assert (location / "plots" / plot).stat().st_size > 1000
 
 
