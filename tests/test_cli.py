@@ -70,7 +70,7 @@ def test_demo_runs_the_main_job_and_is_idempotent(tmp_path: Path) -> None:
                           r"([\d.]+) s of compute per generated second; report (\S+)", out)
     assert evaluated, out[-3000:]
     report = Path(evaluated.group(6))
-    assert report.is_file() and report.parent.parent.parent == ldm / "eval"
+    assert report.is_file() and report.parent.parent == ldm / "eval"
     summary = json.loads((report.parent / "metrics.json").read_text())
     assert summary["clips"] == 2 and summary["frames"] == 32
     assert set(summary["missing"]) == {"FVD", "LPIPS", "DWPose"}
