@@ -253,8 +253,9 @@ class LdmConfig(_Strict):
 class GenerationConfig(_Strict):
     """Sampling a long video: DDIM with classifier-free guidance, in segments merged
     UniAnimate-style (each segment's first ``overlap_frames`` are conditioned on the previous
-    segment's last ones, then cross-faded), and inside a segment CHAMP's overlapping temporal
-    windows (the motion modules' attention spans ``window_frames``)."""
+    segment's last ones, released for the last ``overlap_release`` of the steps, then
+    cross-faded), and inside a segment CHAMP's overlapping temporal windows (the motion
+    modules' attention spans ``window_frames``)."""
 
     ddim_steps: int = Field(20, gt=0, description="CHAMP's inference uses 20")
     guidance_scale: float = Field(3.5, ge=1.0, description="CFG scale; 1 = no guidance")
@@ -262,6 +263,9 @@ class GenerationConfig(_Strict):
     segment_frames: int | None = Field(
         None, gt=1, description="frames per segment; null = the dataset's (5 s)")
     overlap_frames: int = Field(8, ge=1, description="frames each segment shares with the last")
+    overlap_release: float = Field(
+        0.2, ge=0, lt=1, description="share of the last steps in which the overlap is free "
+                                     "(then cross-faded); 0 = exactly the previous frames")
     window_frames: int = Field(24, gt=1, description="denoiser window (CHAMP: 24)")
     window_overlap: int = Field(4, ge=0, description="overlap of the windows (CHAMP: 4)")
     seed: int = 0
@@ -270,8 +274,6 @@ class GenerationConfig(_Strict):
     def _check_overlaps(self) -> GenerationConfig:
         if self.window_overlap >= self.window_frames:
             raise ValueError("generation.window_overlap must be smaller than window_frames")
-        if self.segment_frames is not None and self.overlap_frames >= self.segment_frames:
-            raise ValueError("generation.overlap_frames must be smaller than segment_frames")
         return self
 
 
@@ -406,6 +408,10 @@ class DancegenConfig(_Strict):
         if self.training.stage3.frames > self.ldm.motion_max_frames:
             raise ValueError("training.stage3.frames exceeds ldm.motion_max_frames, the temporal "
                              "position encoding's length")
+        segment = self.generation.segment_frames or self.dataset.segment_frames
+        if self.generation.overlap_frames >= segment:
+            raise ValueError("generation.overlap_frames must be smaller than the segments "
+                             "(generation.segment_frames, default the dataset's)")
         if self.generation.window_frames > self.ldm.motion_max_frames:
             raise ValueError("generation.window_frames exceeds ldm.motion_max_frames, the "
                              "temporal position encoding's length")

@@ -25,14 +25,14 @@ from dancegen.flows.upstream import resolve_store_and_config
 from dancegen.storage.dataset import DatasetStore
 from dancegen.storage.evaluation import EvaluationRun
 from dancegen.storage.ldm_checkpoint import LdmRun
-from dancegen.tasks.evaluation import evaluate_clip
+from dancegen.tasks.evaluation import KEYPOINTS_DWPOSE, evaluate_clip
 from dancegen.tasks.evaluation_report import summarize, write_report
 
 
 @task(name="evaluate-clip", cache_policy=NO_CACHE)
-def evaluate_clip_task(store: str, config: DancegenConfig, row: int) -> dict:
+def evaluate_clip_task(store: str, config: DancegenConfig, row: int, clip_id: str) -> dict:
     """Generate one clip and score it (models loaded once per Ray worker)."""
-    record = evaluate_clip(store, config, row)
+    record = evaluate_clip(store, config, row, clip_id)
     get_run_logger().info("%s: PSNR %.2f SSIM %.3f, %.1f s per generated second",
                           record["clip"], record["psnr"], record["ssim"],
                           record["generation_seconds"] / record["generated_seconds"])
@@ -81,7 +81,7 @@ def evaluate(
     def submit(unit: tuple[int, str]):
         with remote_options(**config.ray.resources("evaluate").ray_options()):
             return evaluate_clip_task.with_options(retries=config.ray.retries).submit(
-                out, config, unit[0])
+                out, config, *unit)
 
     for (_, clip), result in run_bounded(todo, submit, config.ray.max_in_flight):
         if isinstance(result, BaseException):
@@ -118,7 +118,9 @@ def _notes(config: DancegenConfig, run: LdmRun, summary: dict) -> list[str]:
              f"the {config.evaluation.split} split; DDIM {config.generation.ddim_steps} steps, "
              f"CFG {config.generation.guidance_scale}",
              f"2D-BeatAlign: {config.evaluation.beat_align} variant; generated-video keypoints: "
-             f"{summary['keypoints']}; ground truth: the dataset's rendered keypoints",
+             f"{summary['keypoints']}; ground truth: "
+             + ("DWPose too" if summary["keypoints"] == KEYPOINTS_DWPOSE else
+                "the dataset's rendered keypoints (the paper's ground-truth row used DWPose)"),
              f"FVD{summary['fvd_frames']} over clips of {summary['fvd_frames']} frames",
              f"{summary['seconds_per_generated_second']:.1f} s of compute per generated second"]
     if run.base_ready():

@@ -10,13 +10,16 @@
         metrics.json                 the aggregate (Table 1's columns) and what was missing
         report.md, report.html, plots/*.png
 
-The settings hash covers the generation and evaluation config sections and the dataset
-version, so changing the sampler or the metric weights evaluates afresh instead of mixing.
+The settings hash covers the dataset, generation and evaluation config sections (less the
+number of clips and of sample frames), so changing the sampler or the metric weights evaluates
+afresh instead of mixing, while evaluating more clips adds to the same evaluation.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -28,12 +31,22 @@ from dancegen.storage.ldm_checkpoint import LdmRun
 from dancegen.storage.location import StoreLocation
 
 
+def evaluation_settings_hash(config: DancegenConfig) -> str:
+    """What the clips' videos and metrics depend on: the dataset, the sampler and the metric
+    settings; not how many clips are evaluated nor how many frames the report shows."""
+    payload = {"dataset": config.dataset.model_dump(mode="json"),
+               "generation": config.generation.model_dump(mode="json"),
+               "evaluation": config.evaluation.model_dump(
+                   mode="json", exclude={"max_clips", "sample_frames"})}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
 class EvaluationRun:
     """One evaluation of one stage-3 checkpoint under one set of settings."""
 
     def __init__(self, store: str, config: DancegenConfig, checkpoint: str) -> None:
         run = LdmRun(store, config.ldm.run_name)
-        settings = config.section_hash("generation", "evaluation", "dataset")
+        settings = evaluation_settings_hash(config)
         self.name = f"{PurePosixPath(checkpoint).name}-{settings}"
         self.location: StoreLocation = run.location.child("eval", self.name)
 

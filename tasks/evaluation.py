@@ -5,10 +5,10 @@ The metrics, the paper's Table 1 (REFERENCE.md section 4.5 for the definitions):
 
 * PSNR, SSIM, LPIPS: per frame, generated vs ground truth, averaged over the clip;
 * FVD: over all clips at once (the flow), from the I3D features stored here per clip;
-* 2D-BeatAlign (Bailando's score on 2D keypoints vs the music beats): of the generated video,
-  with keypoints from DWPose when its weights are configured, else (labelled in the record)
-  the keypoints M2PEnc's heatmaps asked the generator to draw; of the ground truth, with the
-  rendered keypoints (synthetic data: exact, no detector needed);
+* 2D-BeatAlign (Bailando's score on 2D keypoints vs the music beats), of both videos: with
+  DWPose's keypoints when its weights are configured (as the paper); else (labelled in the
+  record) the keypoints M2PEnc's heatmaps asked the generator to draw, and the ground truth's
+  rendered keypoints;
 * AV-Align (audio onsets vs optical-flow peaks), of both videos.
 
 A metric whose weights are not configured (or fail to load) is left out with the reason,
@@ -22,7 +22,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
@@ -37,6 +36,7 @@ from dancegen.tasks.beat_align_2d import DEFAULT_MIN_SCORE, BeatAlign2d, beat_al
 from dancegen.tasks.dwpose import DwPose
 from dancegen.tasks.frame_metrics import psnr, ssim
 from dancegen.tasks.generation import generate, worker_pipeline
+from dancegen.tasks.ldm_data import resize_images
 from dancegen.tasks.perceptual_metrics import fvd_clips, i3d_features, lpips_per_frame
 
 KEYPOINTS_DWPOSE = "DWPose on the generated frames"
@@ -94,23 +94,24 @@ class ClipData:
     keypoints: np.ndarray     # (T, 18, 3) rendered keypoints, pixels of the R x R frame
 
 
-def read_clip(dataset: DatasetStore, row: int, config: DancegenConfig, resolution: int
-              ) -> ClipData:
-    """The first ``evaluation.clip_frames`` frames (default: all) of segment ``row``."""
-    segment = dataset.segments()[row]
+def read_clip(dataset: DatasetStore, row: int, clip_id: str, config: DancegenConfig,
+              resolution: int) -> ClipData:
+    """The first ``evaluation.clip_frames`` frames (default: all) of segment ``row``, the
+    frames resized as training resizes them (``ldm_data``), the keypoints with them."""
     frames = config.evaluation.clip_frames or config.dataset.segment_frames
     frames = min(frames, config.dataset.segment_frames)
     video = dataset.read("video/frames", row)[:frames]
     rate = config.music.audio_sample_rate
     keypoints = dataset.read("pose/keypoints2d", row)[:frames].astype(np.float32)
-    scale = resolution / video.shape[2]
+    height, width = video.shape[1:3]
+    scale = np.array([resolution / width, resolution / height], np.float32)
     keypoints[..., :2] = (keypoints[..., :2] + 0.5) * scale - 0.5  # pixel centres
-    if video.shape[1:3] != (resolution, resolution):
-        interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
-        video = np.stack([cv2.resize(f, (resolution, resolution), interpolation=interpolation)
-                          for f in video])
+    if (height, width) != (resolution, resolution):
+        pixels = torch.from_numpy(video).permute(0, 3, 1, 2).float()
+        video = resize_images(pixels, resolution).round().clamp(0, 255).to(torch.uint8)
+        video = video.permute(0, 2, 3, 1).numpy()
     return ClipData(
-        clip_id=segment.id, frames=video,
+        clip_id=clip_id, frames=video,
         music=dataset.read(f"music/{config.music.backend}", row)[:frames].astype(np.float32),
         audio=dataset.read("music/audio", row)[:round(frames / config.dataset.fps * rate)],
         sample_rate=rate, beats=np.flatnonzero(dataset.read("music/beats", row)[:frames]),
@@ -146,12 +147,14 @@ def clip_metrics(clip: ClipData, generated: np.ndarray, generated_keypoints: np.
     # DWPose's scores are detection confidences (below 0.3: missing); the peaks of M2PEnc's
     # heatmaps are not, every frame's argmax is the position the generator was asked for
     min_score = DEFAULT_MIN_SCORE
-    if models.dwpose is not None:
+    real_keypoints = clip.keypoints
+    if models.dwpose is not None:  # like for like, as the paper: DWPose on both videos
         generated_keypoints = models.dwpose.keypoints(generated)
+        real_keypoints = models.dwpose.keypoints(real)
     else:
         min_score = 0.0
     beats = {"generated": _beat_align(generated_keypoints, clip.beats, fps, variant, min_score),
-             "ground_truth": _beat_align(clip.keypoints, clip.beats, fps, variant,
+             "ground_truth": _beat_align(real_keypoints, clip.beats, fps, variant,
                                          DEFAULT_MIN_SCORE)}
     sync = {"generated": av_align(clip.audio, clip.sample_rate, generated, fps),
             "ground_truth": av_align(clip.audio, clip.sample_rate, real, fps)}
@@ -175,13 +178,15 @@ def sample_strip(real: np.ndarray, generated: np.ndarray, count: int) -> np.ndar
                            np.concatenate(list(generated[picks]), axis=1)], axis=0)
 
 
-def evaluate_clip(store: str, config: DancegenConfig, row: int) -> dict[str, Any]:
-    """Generate and score segment ``row``; writes its video, sample, features and record."""
+def evaluate_clip(store: str, config: DancegenConfig, row: int, clip_id: str
+                  ) -> dict[str, Any]:
+    """Generate and score segment ``row`` (id ``clip_id``); writes its video, sample, features
+    and record."""
     pipeline = worker_pipeline(store, config)
     models = worker_metric_models(config.evaluation.weights)
     evaluation = EvaluationRun(store, config, pipeline.checkpoint)
     dataset = DatasetStore(store, config.dataset.version)
-    clip = read_clip(dataset, row, config, pipeline.resolution)
+    clip = read_clip(dataset, row, clip_id, config, pipeline.resolution)
     fps, frames = config.dataset.fps, len(clip.frames)
 
     started = time.perf_counter()

@@ -50,7 +50,8 @@ def _frame_mean(records: list[dict], metric: str) -> float | None:
 def summarize(evaluation: EvaluationRun, records: list[dict[str, Any]],
               failures: dict[str, str], fvd_frames: int) -> dict[str, Any]:
     """The aggregate over the clips' records (and FVD over their stored features)."""
-    missing = dict(records[0]["missing"]) if records else {}
+    # every worker loaded the metric networks on its own: a metric missing on any is missing
+    missing = {metric: why for r in records for metric, why in r["missing"].items()}
     summary: dict[str, Any] = {
         "clips": len(records), "frames": sum(r["frames"] for r in records),
         "psnr": _frame_mean(records, "psnr"), "ssim": _frame_mean(records, "ssim"),
@@ -68,8 +69,8 @@ def summarize(evaluation: EvaluationRun, records: list[dict[str, Any]],
     generated = sum(r["generated_seconds"] for r in records)
     summary["seconds_per_generated_second"] = (
         sum(r["generation_seconds"] for r in records) / generated if generated else None)
-    if "FVD" not in missing:
-        features = [evaluation.features(r["clip"]) for r in records]
+    features = [evaluation.features(r["clip"]) for r in records]
+    if "FVD" not in missing and all(f is not None for f in features):
         real = np.concatenate([f["real"] for f in features])
         fake = np.concatenate([f["generated"] for f in features])
         if len(real) >= 2 and len(fake) >= 2:

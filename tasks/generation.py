@@ -165,7 +165,9 @@ def generate_for_music(pipeline: LdmPipeline, audio: np.ndarray, rate: int,
     EDGE's tempo prior to the beat tracker. See :func:`generate`.
     """
     fps = pipeline.config.dataset.fps
-    total = frames or len(audio) * fps // rate
+    total = len(audio) * fps // rate
+    if frames:
+        total = min(frames, total)  # never past the music's end
     if total < 2:
         raise InputError(f"the music is too short: {len(audio) / rate:.2f} s")
     spans = segment_spans(total, pipeline.segment_frames, pipeline.config.generation.overlap_frames)
@@ -205,20 +207,28 @@ def generate(pipeline: LdmPipeline, spans: list[tuple[int, int]], features: list
     total = spans[-1][1]
     video = np.zeros((total, pipeline.resolution, pipeline.resolution, 3), np.uint8)
     keypoints = np.zeros((total, pipeline.m2penc.config.heatmap_channels, 3), np.float32)
-    latents, end_before = None, 0
+    latents = guidance = None
+    end_before = 0
     for (start, end), music in zip(spans, features, strict=True):
         music = torch.from_numpy(np.asarray(music, np.float32))[None].to(device)
         guidance_64, heatmaps = pipeline.m2penc(music)
         images = m2penc_guidance_images(guidance_64, pipeline.resolution, clamp=True)
-        guidance = pipeline.champ.encode_guidance(images)
         shared = end_before - start
-        prefix = latents[:, :, -shared:] if shared > 0 else None
+        prefix = None
+        if shared > 0:
+            # the overlap shows the previous segment's frames: keep the pose they were made for
+            previous_guidance = guidance[:, :, -shared:]
+            prefix = latents[:, :, -shared:]
+        guidance = pipeline.champ.encode_guidance(images)
+        if prefix is not None:
+            guidance[:, :, :shared] = previous_guidance
         latents = sample_segment(pipeline.champ, guidance, reference_states, clip,
                                  config.ldm.schedule, settings, generator, prefix, step)
         decoded = decode_frames(pipeline.vae, latents)
         if shared > 0:
             decoded[:shared] = crossfade(video[start:end_before], decoded[:shared])
         video[start:end] = decoded
-        keypoints[start:end] = heatmap_keypoints(heatmaps[0], pipeline.resolution)
+        segment_keypoints = heatmap_keypoints(heatmaps[0], pipeline.resolution)
+        keypoints[end_before:end] = segment_keypoints[shared:]
         end_before = end
     return GeneratedVideo(video, keypoints, config.dataset.fps)

@@ -99,25 +99,25 @@ class ClipSource:
         if m2penc:
             out["music"] = torch.from_numpy(np.stack(
                 [self._segment(self.music_array, r)[w] for r, w in windows]).astype(np.float32))
-            out["guidance_64"] = _resize(guidance.flatten(2, 3), GRID)
-            out["heatmaps"] = _resize(torch.from_numpy(np.stack(
+            out["guidance_64"] = resize_images(guidance.flatten(2, 3), GRID)
+            out["heatmaps"] = resize_images(torch.from_numpy(np.stack(
                 [self._segment("pose/heatmaps", r)[w] for r, w in windows])), GRID)
         if resolution is not None:
             video = torch.from_numpy(np.stack(
                 [self._segment("video/frames", r)[w] for r, w in windows]))   # (B, F, H, W, 3)
-            video = _resize(video.permute(0, 1, 4, 2, 3).float() / 127.5 - 1, resolution)
+            video = resize_images(video.permute(0, 1, 4, 2, 3).float() / 127.5 - 1, resolution)
             reference = torch.from_numpy(np.stack(
                 [self._segment("video/frames", r)[i] for (r, _), i in zip(windows, references,
                                                                          strict=True)]))
             out["frames"] = video.transpose(1, 2)                                 # (B, 3, F, R, R)
-            out["reference"] = _resize(reference.permute(0, 3, 1, 2).float() / 127.5 - 1,
+            out["reference"] = resize_images(reference.permute(0, 3, 1, 2).float() / 127.5 - 1,
                                        resolution)
             if rendered_guidance:
-                out["guidance"] = _resize(guidance, resolution).permute(0, 2, 3, 1, 4, 5)
+                out["guidance"] = resize_images(guidance, resolution).permute(0, 2, 3, 1, 4, 5)
         return out
 
 
-def _resize(images: Tensor, size: int) -> Tensor:
+def resize_images(images: Tensor, size: int) -> Tensor:
     """Resize (..., H, W) to size x size (area when shrinking, bilinear when growing)."""
     if images.shape[-1] == size and images.shape[-2] == size:
         return images

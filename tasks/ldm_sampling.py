@@ -4,10 +4,11 @@ Two levels of overlap, as the reference systems do it (REFERENCE.md sections 4.3
 
 * **Segments** (5 s by default, the unit M2PEnc and the dataset work in) follow each other
   with ``overlap_frames`` in common. A segment's first frames are *conditioned* on the end of
-  the previous one, UniAnimate-style: at every denoising step those latents are replaced by
+  the previous one, UniAnimate-style: at each denoising step those latents are replaced by
   the previous segment's final latents noised to the current step (its "first-frame
   conditioning" through the noise input), so the new segment continues where the last one
-  stopped; the decoded frames are then cross-faded over the overlap.
+  stopped. In the last ``overlap_release`` of the steps the overlap is left free to settle
+  into the new segment, and the two renderings of the overlap are then cross-faded.
 * **Windows** inside a segment: the motion modules attend over ``window_frames`` frames, so
   the denoiser runs on overlapping windows and the predictions of a frame are averaged
   (CHAMP's "uniform" context scheduler; the last window ends on the last frame).
@@ -44,16 +45,16 @@ def window_starts(frames: int, window: int, overlap: int) -> list[int]:
 def segment_spans(total: int, segment: int, overlap: int) -> list[tuple[int, int]]:
     """(start, end) frames of the segments of a ``total``-frame video.
 
-    Each segment starts ``overlap`` frames before the previous one ends; the last is moved
-    back to end on the final frame (so it may share more than ``overlap`` frames).
+    Each segment starts ``overlap`` frames before the previous one ends; the last one ends on
+    the final frame and may be shorter (M2PEnc and the windows take any length).
     """
-    if total <= segment:
-        return [(0, total)]
+    if overlap >= segment:
+        raise ValueError(f"a {overlap}-frame overlap needs segments longer than {segment}")
     spans, start = [], 0
     while start + segment < total:
         spans.append((start, start + segment))
         start += segment - overlap
-    spans.append((total - segment, total))
+    spans.append((start, total))
     return spans
 
 
@@ -66,11 +67,18 @@ class SamplerSettings:
     eta: float
     window_frames: int
     window_overlap: int
+    overlap_release: float = 0.0
 
     @classmethod
     def of(cls, generation: GenerationConfig) -> SamplerSettings:
         return cls(generation.ddim_steps, generation.guidance_scale, generation.eta,
-                   generation.window_frames, generation.window_overlap)
+                   generation.window_frames, generation.window_overlap,
+                   generation.overlap_release)
+
+    @property
+    def conditioned_steps(self) -> int:
+        """Steps in which a prefix replaces the overlap's latents (the first ones)."""
+        return round(self.steps * (1 - self.overlap_release))
 
 
 def ddim_scheduler(schedule: NoiseSchedule) -> DDIMScheduler:
@@ -108,7 +116,8 @@ def sample_segment(champ: ChampModel, guidance: Tensor, reference: dict[str, Ten
 
     ``guidance``: summed guidance features (1, C, F, h, w) (:meth:`ChampModel.encode_guidance`);
     ``reference``: :meth:`ChampModel.reference_states`; ``clip``: (1, 1, D);
-    ``prefix``: clean latents (1, 4, O, h, w) the first O frames must continue from.
+    ``prefix``: clean latents (1, 4, O, h, w) the first O frames continue from (replaced
+    in the first ``settings.conditioned_steps`` steps, free afterwards).
     ``generator`` (CPU) draws every random number, so a seed fixes the video.
     """
     device = guidance.device
@@ -121,16 +130,18 @@ def sample_segment(champ: ChampModel, guidance: Tensor, reference: dict[str, Ten
     if prefix is not None:
         known = prefix.shape[2]
         prefix_noise = torch.randn(prefix.shape, generator=generator).to(device)
-    for t in scheduler.timesteps:
-        if prefix is not None:
+    for i, t in enumerate(scheduler.timesteps):
+        if prefix is not None and i < settings.conditioned_steps:
             latents[:, :, :known] = scheduler.add_noise(prefix, prefix_noise, t.reshape(1))
         noise = _predict_noise(champ, latents, t.reshape(1), guidance, reference, clip, settings)
-        variance_noise = torch.randn(latents.shape, generator=generator).to(device)
+        variance_noise = None
+        if settings.eta > 0:
+            variance_noise = torch.randn(latents.shape, generator=generator).to(device)
         latents = scheduler.step(noise, t, latents, eta=settings.eta,
                                  variance_noise=variance_noise).prev_sample
         on_step()
-    if prefix is not None:
-        latents[:, :, :known] = prefix
+    if prefix is not None and settings.conditioned_steps == settings.steps:
+        latents[:, :, :known] = prefix  # never released: exactly the previous frames
     return latents
 
 

@@ -4,6 +4,7 @@ conditioning on the previous segment, the generated video and its MP4 with the m
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -42,13 +43,15 @@ def test_windows_cover_every_frame_and_end_on_the_last() -> None:
 
 def test_segments_overlap_and_the_last_ends_on_the_video_end() -> None:
     assert segment_spans(100, 150, 8) == [(0, 100)]
-    assert segment_spans(240, 150, 8) == [(0, 150), (90, 240)]
-    assert segment_spans(300, 150, 8) == [(0, 150), (142, 292), (150, 300)]
+    assert segment_spans(240, 150, 8) == [(0, 150), (142, 240)]
+    assert segment_spans(300, 150, 8) == [(0, 150), (142, 292), (284, 300)]
     for total in range(151, 700, 37):
         spans = segment_spans(total, 150, 8)
         assert spans[0][0] == 0 and spans[-1][1] == total
-        assert all(end - start == 150 for start, end in spans)
-        assert all(b[0] <= a[1] - 8 for a, b in itertools.pairwise(spans))
+        assert all(end - start == 150 for start, end in spans[:-1])
+        assert all(b[0] == a[1] - 8 for a, b in itertools.pairwise(spans))
+    with pytest.raises(ValueError, match="overlap"):
+        segment_spans(300, 8, 8)
 
 
 def test_crossfade_moves_from_the_old_frames_to_the_new() -> None:
@@ -102,7 +105,7 @@ def test_mp4_holds_every_frame_and_the_music(tmp_path: Path) -> None:
 
 
 def test_sampler_continues_from_the_previous_segment(trained: Path) -> None:
-    config = short_config(*FAST)
+    config = short_config(*FAST, "generation.overlap_release=0")
     pipeline = load_pipeline(str(trained), config)
     champ = pipeline.champ
     frames, size = 12, pipeline.resolution // 8
@@ -123,6 +126,13 @@ def test_sampler_continues_from_the_previous_segment(trained: Path) -> None:
     assert torch.equal(first, sample(0, prefix))               # a seed fixes the result
     assert not torch.allclose(first, sample(1, prefix))
     assert not torch.allclose(first[:, :, 5:], sample(0, None)[:, :, 5:])  # the prefix matters
+    # released for the last step: the overlap settles near the prefix, no longer pinned to it
+    released = sample_segment(champ, guidance, reference, clip, config.ldm.schedule,
+                              replace(settings, overlap_release=0.34),
+                              torch.Generator().manual_seed(0), prefix)
+    assert not torch.equal(released[:, :, :5], prefix)
+    free = sample(0, None)[:, :, :5]
+    assert (released[:, :, :5] - prefix).abs().mean() < (free - prefix).abs().mean()
 
 
 def test_generated_video_spans_the_music_in_merged_segments(trained: Path) -> None:
