@@ -24,8 +24,9 @@ def dancegen(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
-# the LDM stages and the sampler shortened: the full tiny run is the main job's
-SHORT_LDM = ["--set", "training.stage1.steps=10", "--set", "training.stage2.steps=10",
+# EDGE, the LDM stages and the sampler shortened: the full tiny run is the main job's
+SHORT_LDM = ["--set", "edge.train.steps=200",
+             "--set", "training.stage1.steps=10", "--set", "training.stage2.steps=10",
              "--set", "training.stage3.steps=4", "--set", "training.checkpoint_every=5",
              "--set", "training.log_every=2", "--set", "ldm.stand_in.vae_steps=10",
              "--set", "generation.ddim_steps=2", "--set", "generation.guidance_scale=1",
@@ -38,7 +39,7 @@ def test_demo_runs_the_main_job_and_is_idempotent(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     out = first.stdout
     assert re.search(r"Prefect API http://127\.0\.0\.1:\d+/api", out)  # a real local server
-    trained = re.search(r"Completed: EDGE edge-tiny: 600 steps, loss ([\d.]+) -> ([\d.]+)", out)
+    trained = re.search(r"Completed: EDGE edge-tiny: 200 steps, loss ([\d.]+) -> ([\d.]+)", out)
     assert trained and float(trained.group(2)) < 0.5 * float(trained.group(1))
     assert ("Completed: pseudo-motion tracks 2 new, 0 kept, 0 failed; 18 segments; "
             "shards written 20, skipped 0, failed 0") in out
@@ -82,7 +83,7 @@ def test_demo_runs_the_main_job_and_is_idempotent(tmp_path: Path) -> None:
 
     second = dancegen("demo", "--workdir", "work", *SHORT_LDM, cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "Completed: EDGE edge-tiny: 600 steps" in second.stdout  # nothing left to train
+    assert "Completed: EDGE edge-tiny: 200 steps" in second.stdout  # nothing left to train
     assert "pseudo-motion tracks 0 new, 2 kept, 0 failed" in second.stdout
     assert "shards written 0, skipped 20, failed 0" in second.stdout
     assert "Completed: LDM stage 3 (ldm-tiny): 4 steps" in second.stdout  # already trained
