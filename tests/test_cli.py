@@ -25,12 +25,12 @@ def dancegen(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 # EDGE, the LDM stages and the sampler shortened: the full tiny run is the main job's
-SHORT_LDM = ["--set", "edge.train.steps=200",
+SHORT_LDM = ["--set", "edge.train.steps=100",
              "--set", "training.stage1.steps=10", "--set", "training.stage2.steps=10",
              "--set", "training.stage3.steps=4", "--set", "training.checkpoint_every=5",
              "--set", "training.log_every=2", "--set", "ldm.stand_in.vae_steps=10",
              "--set", "generation.ddim_steps=2", "--set", "generation.guidance_scale=1",
-             "--set", "evaluation.clip_frames=16"]
+             "--set", "evaluation.clip_frames=16", "--set", "evaluation.max_clips=1"]
 
 
 @pytest.mark.slow
@@ -39,7 +39,7 @@ def test_demo_runs_the_main_job_and_is_idempotent(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     out = first.stdout
     assert re.search(r"Prefect API http://127\.0\.0\.1:\d+/api", out)  # a real local server
-    trained = re.search(r"Completed: EDGE edge-tiny: 200 steps, loss ([\d.]+) -> ([\d.]+)", out)
+    trained = re.search(r"Completed: EDGE edge-tiny: 100 steps, loss ([\d.]+) -> ([\d.]+)", out)
     assert trained and float(trained.group(2)) < 0.5 * float(trained.group(1))
     assert ("Completed: pseudo-motion tracks 2 new, 0 kept, 0 failed; 18 segments; "
             "shards written 20, skipped 0, failed 0") in out
@@ -66,14 +66,14 @@ def test_demo_runs_the_main_job_and_is_idempotent(tmp_path: Path) -> None:
     assert json.loads((ldm / "base/stand_in.json").read_text())["stand_in"] is True
     assert (ldm / "stage2/checkpoint-0000010/denoising_unet/config.json").exists()
 
-    evaluated = re.search(r"Completed: evaluated 2 clips: FVD n/a, LPIPS n/a, PSNR ([\d.]+), "
+    evaluated = re.search(r"Completed: evaluated 1 clips: FVD n/a, LPIPS n/a, PSNR ([\d.]+), "
                           r"SSIM ([-\d.]+), 2D-BeatAlign ([\d.]+|n/a), AV-Align ([\d.]+); "
                           r"([\d.]+) s of compute per generated second; report (\S+)", out)
     assert evaluated, out[-3000:]
     report = Path(evaluated.group(6))
     assert report.is_file() and report.parent.parent == ldm / "eval"
     summary = json.loads((report.parent / "metrics.json").read_text())
-    assert summary["clips"] == 2 and summary["frames"] == 32
+    assert summary["clips"] == 1 and summary["frames"] == 16
     assert set(summary["missing"]) == {"FVD", "LPIPS", "DWPose"}
     video = tmp_path / "work/dance.mp4"
     assert probe_mp4(video) == {"frames": 240, "size": (128, 128), "fps": 30.0, "audio": True}
@@ -83,11 +83,11 @@ def test_demo_runs_the_main_job_and_is_idempotent(tmp_path: Path) -> None:
 
     second = dancegen("demo", "--workdir", "work", *SHORT_LDM, cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "Completed: EDGE edge-tiny: 200 steps" in second.stdout  # nothing left to train
+    assert "Completed: EDGE edge-tiny: 100 steps" in second.stdout  # nothing left to train
     assert "pseudo-motion tracks 0 new, 2 kept, 0 failed" in second.stdout
     assert "shards written 0, skipped 20, failed 0" in second.stdout
     assert "Completed: LDM stage 3 (ldm-tiny): 4 steps" in second.stdout  # already trained
-    assert "evaluating 0 clips of the test split (2 already done)" in (second.stdout
+    assert "evaluating 0 clips of the test split (1 already done)" in (second.stdout
                                                                       + second.stderr)
     assert "kept work/dance.mp4" in second.stdout
 
