@@ -49,11 +49,11 @@ def fixtures(
 
 
 def run_flows(runs: list[tuple[str, dict]], config_file: str,
-              overrides: list[str] | None) -> bool:
+              overrides: list[str] | None, titles: list[str] | None = None) -> bool:
     """Run dancegen flows in order against one Prefect API (a local server for the whole
     sequence unless PREFECT_API_URL names one) and one Ray (the config's: local, or a cluster);
     print each final state and stop at the first that does not complete.
-    ``runs``: (flow name, arguments)."""
+    ``runs``: (flow name, arguments); ``titles``: a progress line to print before each."""
     import ray
 
     from dancegen.config import load_config
@@ -70,7 +70,9 @@ def run_flows(runs: list[tuple[str, dict]], config_file: str,
         # started after the API is up: the Ray workers inherit PREFECT_API_URL
         ray.init(**ray_init_kwargs(config.ray))
         try:
-            for flow_name, arguments in runs:
+            for index, (flow_name, arguments) in enumerate(runs):
+                if titles:
+                    typer.secho(titles[index], bold=True)
                 shown = " ".join(f"{k}={v}" for k, v in arguments.items())
                 typer.echo(f"Prefect API {api}; {flow_name} {shown} with config {config.name}")
                 state = flows[flow_name].with_options(task_runner=ray_task_runner(config.ray))(
@@ -269,19 +271,26 @@ def dataset_info(
 def dataset_verify(
     store: Annotated[str, typer.Argument(help="Store root (path or s3://).")],
     version: Annotated[str, typer.Option(help="Dataset version.")] = "v1",
+    repair: Annotated[bool, typer.Option(
+        help="Mark damaged shards incomplete, so that the next build recomputes them.")] = False,
 ) -> None:
     """Check every shard: complete, decodable, and equal to its recorded checksum."""
     from dancegen.storage.dataset import DatasetStore
     from dancegen.storage.verify import verify_dataset
 
     try:
-        report = verify_dataset(DatasetStore(store, version))
+        dataset = DatasetStore(store, version)
+        report = verify_dataset(dataset)
+        repaired = report.repair(dataset) if repair else []
     except DancegenError as error:
         _fail(error)
     for unit in report.incomplete:
         typer.echo(f"incomplete {unit}")
     for unit, reason in report.damaged.items():
         typer.secho(f"damaged {unit}: {reason}", fg=typer.colors.RED)
+    if repaired:
+        typer.echo(f"marked {len(repaired)} damaged shards incomplete: the next `dataset build` "
+                   "recomputes them")
     typer.secho(report.summary(), fg=typer.colors.GREEN if report.ok else typer.colors.RED)
     raise typer.Exit(0 if report.ok else 1)
 
@@ -323,32 +332,32 @@ def demo(
     pseudo-motions -> dataset info and preview -> motion quality -> the LDM's three training
     stages -> evaluation report -> a generated MP4 from new music and a reference photo."""
     inputs, store = workdir / "inputs", workdir / "store.zarr"
-    typer.secho("[1/8] fixtures", bold=True)
+    typer.secho("[1/10] fixtures", bold=True)
     fixtures(inputs)
-    typer.secho("[2/8] train EDGE (music-to-motion), then [3/8] build the dataset (AIST++-layout "
-                "motion + EDGE pseudo-motions)", bold=True)
     paths = {"inputs": str(inputs), "out": str(store)}
+    # one run_flows: one local Prefect server and one Ray for every flow (each start ~15 s)
+    flows = [
+        ("[2/10] train EDGE (music-to-motion)", "train-edge", paths),
+        ("[3/10] build the dataset (AIST++-layout motion + EDGE pseudo-motions, rendered)",
+         "build-dataset", paths),
+        *((f"[{3 + stage}/10] train the LDM, stage {stage} ({what})", "train-ldm",
+           {"stage": stage, "out": str(store)})
+          for stage, what in ((1, "M2PEnc"), (2, "the image stage"), (3, "temporal layers"))),
+        ("[7/10] evaluate on the test split", "evaluate", {"out": str(store)}),
+    ]
     try:
-        ok = run_flows([("train-edge", paths), ("build-dataset", paths)], config, set_)
+        ok = run_flows([(name, args) for _, name, args in flows], config, set_,
+                       titles=[title for title, _, _ in flows])
     except DancegenError as error:
         _fail(error)
-    typer.secho("[4/8] dataset info", bold=True)
+    typer.secho("[8/10] dataset info and preview", bold=True)
     dataset_info(str(store))
     if not ok:
         raise typer.Exit(1)
     dataset_preview(str(store), out=workdir / "preview.png", segment=0, frame=45)
-    typer.secho("[5/8] motion quality", bold=True)
+    typer.secho("[9/10] motion quality of the pseudo-motions", bold=True)
     motion_eval(str(inputs), str(store), config, set_)
-    typer.secho("[6/8] train M2PEnc and the LDM: stages 1, 2, 3, then [7/8] evaluate on the "
-                "test split", bold=True)
-    runs = [("train-ldm", {"stage": s, "out": str(store)}) for s in (1, 2, 3)]
-    try:
-        ok = run_flows([*runs, ("evaluate", {"out": str(store)})], config, set_)
-    except DancegenError as error:
-        _fail(error)
-    if not ok:
-        raise typer.Exit(1)
-    typer.secho("[8/8] generate: new music + a reference photo -> MP4", bold=True)
+    typer.secho("[10/10] generate: new music + a reference photo -> MP4", bold=True)
     video = workdir / "dance.mp4"
     if video.exists():  # as every step above: a re-run keeps what is done
         typer.echo(f"kept {video} (delete it to generate again)")

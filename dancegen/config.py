@@ -105,6 +105,10 @@ class StorageConfig(_Strict):
 
     shard_segments: int = Field(8, gt=0)
     compression_level: int = Field(1, ge=0, le=9, description="blosc-zstd level")
+    lease_ttl_seconds: float = Field(
+        120.0, gt=0, description="a build lease without a heartbeat for this long is stale")
+    lease_wait_seconds: float = Field(
+        3600.0, ge=0, description="how long a build waits for another build of the same store")
 
 
 class StageResources(_Strict):

@@ -12,6 +12,7 @@ is missing or stale.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Iterator
@@ -24,21 +25,23 @@ from prefect.artifacts import (
     create_progress_artifact,
     update_progress_artifact,
 )
+from prefect.context import get_run_context
 from prefect.states import Completed, Failed, State
 from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 
 from dancegen.config import DancegenConfig, RayConfig, load_config
-from dancegen.errors import InputError
+from dancegen.errors import InputError, StoreError
 from dancegen.flows.fanout import run_bounded
 from dancegen.flows.features import extract_jukebox_features
 from dancegen.flows.synthesis import synthesize_pseudo_motions
 from dancegen.storage.aistpp import AistppInputs, InputRoots
 from dancegen.storage.contract import dims_for
 from dancegen.storage.dataset import DatasetStore, Layout
+from dancegen.storage.lease import StoreLease, describe
 from dancegen.storage.segments import shard_ranges, stable_order
 from dancegen.tasks import metrics
-from dancegen.tasks.plan import plan_segments
+from dancegen.tasks.plan import Plan, plan_segments
 from dancegen.tasks.shard import ShardResult, ShardUnit, build_shard
 from dancegen.tasks.stages import STAGES
 
@@ -125,7 +128,8 @@ def ray_task_runner(ray: RayConfig) -> RayTaskRunner:
     return RayTaskRunner(init_kwargs=ray_init_kwargs(ray))
 
 
-def _layout(config: DancegenConfig, synthetic: bool) -> Layout:
+def store_layout(config: DancegenConfig, synthetic: bool) -> Layout:
+    """The version group's layout for the config (sizes, shard size, descriptive attributes)."""
     data = config.dataset
     return Layout(
         dims=dims_for(config),
@@ -143,10 +147,13 @@ def _layout(config: DancegenConfig, synthetic: bool) -> Layout:
     )
 
 
-def _pending_units(
+def pending_units(
     dataset: DatasetStore, roots: InputRoots, config: DancegenConfig, summary: BuildSummary,
     input_failures: dict[str, str],
 ) -> list[ShardUnit]:
+    """The shard units a build must compute: every (stage, shard) whose completion record is
+    missing or carries another key (a stale record is removed first). Counts skipped shards
+    in ``summary``; a stage whose shared inputs fail goes to ``input_failures``."""
     segments = dataset.segments()
     units = []
     for stage_name in config.stages:
@@ -185,6 +192,102 @@ def _run_units(
     return run_bounded(units, submit, config.ray.max_in_flight)
 
 
+@contextlib.contextmanager
+def _build_lease(dataset: DatasetStore, config: DancegenConfig) -> Iterator[StoreLease]:
+    """Hold the store's build lease (storage/lease.py) for the block; waits for another build."""
+    logger = get_run_logger()
+    flow_run = get_run_context().flow_run
+    lease = StoreLease(dataset.store, f"flow run {flow_run.name}" if flow_run else "a build",
+                       config.storage.lease_ttl_seconds, config.storage.lease_wait_seconds)
+    lease.acquire(on_wait=lambda holder: logger.warning(
+        "waiting for the build already running on %s: %s", dataset.store.url, describe(holder)))
+    if lease.took_over:
+        logger.warning("took over a stale build lease of %s", lease.took_over)
+    try:
+        yield lease
+    finally:
+        lease.release()
+
+
+def _prepare(dataset: DatasetStore, source: AistppInputs, plan: Plan,
+             config: DancegenConfig, summary: BuildSummary) -> list[ShardUnit]:
+    """Synthesis, features, the store's layout; the pending shard units. Records input
+    failures in the store (and clears the ones that were repaired)."""
+    logger = get_run_logger()
+    input_failures = dict(plan.failed)
+    synthesis = synthesize_pseudo_motions(dataset, source, plan.median_smpl_scaling, config)
+    pseudo_url = synthesis.root
+    summary.tracks_synthesized, summary.tracks_skipped = synthesis.synthesized, synthesis.skipped
+    track_failures = {u: r for u, r in synthesis.failures.items() if u.startswith("synthesis/")}
+    summary.tracks_failed = len(track_failures)
+    summary.failures.update(track_failures)
+    input_failures.update({u: r for u, r in synthesis.failures.items() if u not in track_failures})
+    planned = list(plan.segments)
+    if pseudo_url is not None:
+        pseudo_plan = plan_segments(pseudo_url, config)
+        planned += pseudo_plan.segments
+        input_failures.update(pseudo_plan.failed)
+    previous = dataset.segments() if dataset.version in DatasetStore.versions(dataset.store) \
+        else []
+    segments = stable_order(previous, planned)
+    roots = InputRoots(source, AistppInputs(pseudo_url) if pseudo_url else None)
+    features = extract_jukebox_features(dataset, roots, segments, config)
+    summary.features_extracted, summary.features_cached = features.extracted, features.cached
+    summary.features_failed = len(features.failures)
+    summary.failures.update(features.failures)
+    roots = dataclasses.replace(roots, jukebox_cache=features.cache_url)
+    dataset.prepare(segments, config.stages, store_layout(config, source.synthetic))
+    summary.segments = len(segments)
+    units = pending_units(dataset, roots, config, summary, input_failures)
+    for unit_id, reason in input_failures.items():
+        logger.error("input unit %s failed: %s", unit_id, reason)
+        dataset.record_failure(unit_id, reason, {"kind": "input"})
+    summary.inputs_failed = len(input_failures)
+    summary.failures.update(input_failures)
+    for unit_id in dataset.failures():
+        if unit_id.startswith("inputs/") and unit_id not in input_failures:
+            dataset.clear_failure(unit_id)
+    logger.info("%d sequences, %d segments: %d shard units to build, %d already complete",
+                plan.sequences, len(segments), len(units), summary.shards_skipped)
+    return units
+
+
+def _fan_out(dataset: DatasetStore, units: list[ShardUnit], config: DancegenConfig,
+             summary: BuildSummary, lease: StoreLease) -> None:
+    """Run the shard units on Ray; record each outcome in the store as it comes back."""
+    logger = get_run_logger()
+    progress = create_progress_artifact(0.0, key="dataset-build-progress",
+                                        description="Shards of this build finished")
+    for done, (unit, outcome) in enumerate(_run_units(units, config), start=1):
+        lease.check()
+        metrics.set_queue_depth(dataset.store.url, len(units) - done)
+        try:
+            if isinstance(outcome, ShardResult):
+                dataset.clear_failure(unit.unit_id)
+            else:
+                dataset.record_failure(unit.unit_id, f"{type(outcome).__name__}: {outcome}",
+                                       {"kind": "shard",
+                                        "segments": [s.id for s in unit.segments]})
+        except Exception as error:  # the store went away: stop, keeping what is finished
+            raise StoreError(
+                f"lost the store {dataset.store.url} during the build ({type(error).__name__}: "
+                f"{error}). {summary.shards_written} shards finished in this run and "
+                f"{summary.shards_skipped} earlier ones are kept; run the build again once the "
+                "store is back: it resumes with the shards that are missing.") from error
+        if isinstance(outcome, ShardResult):
+            summary.shards_written += 1
+            summary.bytes_written += outcome.nbytes
+            logger.info("[%d/%d] %s: %d segments, %.2f MB in %.1f s", done, len(units),
+                        unit.unit_id, outcome.segments, outcome.nbytes / 1e6, outcome.seconds)
+        else:
+            summary.shards_failed += 1
+            summary.failures[unit.unit_id] = f"{type(outcome).__name__}: {outcome}"
+            metrics.record_failure(unit.stage)
+            logger.error("[%d/%d] %s failed: %s", done, len(units), unit.unit_id,
+                         summary.failures[unit.unit_id])
+        update_progress_artifact(progress, 100.0 * done / len(units))
+
+
 @flow(name="build-dataset", task_runner=RayTaskRunner())
 def build_dataset(
     inputs: str,
@@ -206,63 +309,10 @@ def build_dataset(
     summary = BuildSummary(store=dataset.store.url, version=dataset.version)
 
     plan = plan_segments(inputs, config)
-    source = AistppInputs(inputs)
     dataset.store.check_reachable()
-    input_failures = dict(plan.failed)
-    synthesis = synthesize_pseudo_motions(dataset, source, plan.median_smpl_scaling, config)
-    pseudo_url = synthesis.root
-    summary.tracks_synthesized, summary.tracks_skipped = synthesis.synthesized, synthesis.skipped
-    track_failures = {u: r for u, r in synthesis.failures.items() if u.startswith("synthesis/")}
-    summary.tracks_failed = len(track_failures)
-    summary.failures.update(track_failures)
-    input_failures.update({u: r for u, r in synthesis.failures.items() if u not in track_failures})
-    planned = list(plan.segments)
-    if pseudo_url is not None:
-        pseudo_plan = plan_segments(pseudo_url, config)
-        planned += pseudo_plan.segments
-        input_failures.update(pseudo_plan.failed)
-    previous = dataset.segments() if dataset.version in DatasetStore.versions(out) else []
-    segments = stable_order(previous, planned)
-    roots = InputRoots(source, AistppInputs(pseudo_url) if pseudo_url else None)
-    features = extract_jukebox_features(dataset, roots, segments, config)
-    summary.features_extracted, summary.features_cached = features.extracted, features.cached
-    summary.features_failed = len(features.failures)
-    summary.failures.update(features.failures)
-    roots = dataclasses.replace(roots, jukebox_cache=features.cache_url)
-    dataset.prepare(segments, config.stages, _layout(config, source.synthetic))
-    summary.segments = len(segments)
-    units = _pending_units(dataset, roots, config, summary, input_failures)
-    for unit_id, reason in input_failures.items():
-        logger.error("input unit %s failed: %s", unit_id, reason)
-        dataset.record_failure(unit_id, reason, {"kind": "input"})
-    summary.inputs_failed = len(input_failures)
-    summary.failures.update(input_failures)
-    for unit_id in dataset.failures():
-        if unit_id.startswith("inputs/") and unit_id not in input_failures:
-            dataset.clear_failure(unit_id)
-
-    logger.info("%d sequences, %d segments: %d shard units to build, %d already complete",
-                plan.sequences, len(segments), len(units), summary.shards_skipped)
-    progress = create_progress_artifact(0.0, key="dataset-build-progress",
-                                        description="Shards of this build finished")
-    for done, (unit, outcome) in enumerate(_run_units(units, config), start=1):
-        metrics.set_queue_depth(dataset.store.url, len(units) - done)
-        if isinstance(outcome, ShardResult):
-            summary.shards_written += 1
-            summary.bytes_written += outcome.nbytes
-            dataset.clear_failure(unit.unit_id)
-            logger.info("[%d/%d] %s: %d segments, %.2f MB in %.1f s", done, len(units),
-                        unit.unit_id, outcome.segments, outcome.nbytes / 1e6, outcome.seconds)
-        else:
-            reason = f"{type(outcome).__name__}: {outcome}"
-            summary.shards_failed += 1
-            summary.failures[unit.unit_id] = reason
-            metrics.record_failure(unit.stage)
-            dataset.record_failure(unit.unit_id, reason,
-                                   {"kind": "shard", "segments": [s.id for s in unit.segments]})
-            logger.error("[%d/%d] %s failed: %s", done, len(units), unit.unit_id, reason)
-        update_progress_artifact(progress, 100.0 * done / len(units))
-
+    with _build_lease(dataset, config) as lease:  # one build of a store at a time
+        units = _prepare(dataset, AistppInputs(inputs), plan, config, summary)
+        _fan_out(dataset, units, config, summary, lease)
     summary.seconds = time.perf_counter() - started
     create_markdown_artifact(summary.markdown(), key="dataset-build-summary",
                              description=summary.headline())

@@ -30,8 +30,25 @@ def _ffmpeg_decode(data: bytes) -> tuple[np.ndarray, int]:
     return np.frombuffer(done.stdout, dtype="<f4").copy(), FFMPEG_RATE
 
 
+def check_not_truncated(data: bytes, where: str) -> None:
+    """Refuse a RIFF/WAV file shorter than its header says.
+
+    libsndfile reads a cut-off WAV without complaint and returns the samples that are there,
+    so a truncated download would silently become a shorter track (and fewer segments).
+    """
+    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+        size_field = int.from_bytes(data[4:8], "little")
+        declared = size_field + 8
+        # 0 and 0xFFFFFFFF are the placeholders of streaming writers: no size to check
+        if size_field not in (0, 0xFFFFFFFF) and len(data) < declared:
+            raise InputError(f"{where}: truncated WAV ({len(data)} bytes, its header says "
+                             f"{declared})")
+
+
 def decode_audio(data: bytes, where: str) -> tuple[np.ndarray, int]:
-    """Mono float32 samples and their rate; an unreadable or empty file is an InputError."""
+    """Mono float32 samples and their rate; an unreadable, truncated or empty file is an
+    InputError."""
+    check_not_truncated(data, where)
     try:
         audio, rate = soundfile.read(io.BytesIO(data), dtype="float32")
     except Exception:
@@ -48,6 +65,7 @@ def decode_audio(data: bytes, where: str) -> tuple[np.ndarray, int]:
 
 def audio_seconds(data: bytes, where: str) -> float:
     """Duration from the header when libsndfile knows the format, else by decoding."""
+    check_not_truncated(data, where)
     try:
         return float(soundfile.info(io.BytesIO(data)).duration)
     except Exception:

@@ -180,7 +180,7 @@ class DatasetStore:
 
     def _record_stages(self) -> list[str]:
         try:
-            entries = self.location.fs.ls(self.location.path(RECORDS), detail=False)
+            entries = self.location.ls(RECORDS)
         except FileNotFoundError:
             return []
         return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in entries)

@@ -202,7 +202,7 @@ class EdgeRun:
     def checkpoints(self) -> list[str]:
         """Keys of the resumable checkpoints, oldest first."""
         try:
-            names = self.location.fs.ls(self.location.path("checkpoints"), detail=False)
+            names = self.location.ls("checkpoints")
         except FileNotFoundError:
             return []
         return sorted(f"checkpoints/{posixpath.basename(n)}" for n in names if n.endswith(".pt"))

@@ -83,10 +83,11 @@ class LdmRun:
 
     def checkpoints(self, stage: int) -> list[str]:
         """Checkpoint folders of a stage, oldest first (keys relative to the run)."""
-        fs, root = self.location.fs, self.location.path(f"stage{stage}")
-        if not fs.exists(root):
+        try:
+            listed = self.location.ls(f"stage{stage}")
+        except FileNotFoundError:
             return []
-        names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False))
+        names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in listed)
         return [f"stage{stage}/{n}" for n in names if n.startswith("checkpoint-")]
 
     # -- reading --------------------------------------------------------------------------

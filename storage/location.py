@@ -93,6 +93,31 @@ class StoreLocation:
         else:
             self.fs.pipe_file(self.path(key), data)
 
+    def create_json(self, key: str, document: dict[str, Any]) -> bool:
+        """Write ``document`` at ``key`` only if nothing is there; False if something is.
+
+        Exclusive and whole: locally a complete temp file is hard-linked into place (the link
+        fails if the key exists); on S3 one PUT with ``If-None-Match: *``.
+        """
+        data = json.dumps(document, indent=1, sort_keys=True).encode()
+        if not self.is_local:
+            try:
+                self.fs.pipe_file(self.path(key), data, mode="create")
+            except FileExistsError:
+                return False
+            return True
+        target = Path(self.path(key))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
+            tmp.write(data)
+        try:
+            os.link(tmp.name, target)
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp.name)
+        return True
+
     def read_bytes(self, key: str) -> bytes | None:
         """The bytes at ``key``, or None when it does not exist."""
         try:
@@ -112,7 +137,7 @@ class StoreLocation:
     def list_json(self, prefix: str) -> dict[str, dict[str, Any]]:
         """All JSON documents directly below ``prefix``, by file name."""
         try:
-            names = self.fs.ls(self.path(prefix), detail=False)
+            names = self.ls(prefix)
         except FileNotFoundError:
             return {}
         paths = [n for n in names if n.endswith(".json")]
@@ -120,6 +145,13 @@ class StoreLocation:
             return {}
         blobs = self.fs.cat(paths)
         return {posixpath.basename(p): json.loads(blobs[p]) for p in sorted(paths)}
+
+    def ls(self, prefix: str) -> list[str]:
+        """Entries directly below ``prefix``, listed afresh: s3fs caches listings per process,
+        and other processes (workers, another build) add and remove records all the time."""
+        path = self.path(prefix).rstrip("/") if prefix else self.root
+        self.fs.invalidate_cache(path)
+        return self.fs.ls(path, detail=False)
 
     def delete(self, key: str) -> None:
         """Remove ``key`` if it exists."""

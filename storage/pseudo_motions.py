@@ -74,7 +74,7 @@ def music_files(music_root: str) -> list[str]:
     """Audio files directly in a music folder (path or s3://), by name."""
     location = StoreLocation.parse(music_root)
     try:
-        names = location.fs.ls(location.root, detail=False)
+        names = location.ls("")
     except FileNotFoundError:
         return []
     return sorted(posixpath.basename(n) for n in names if n.lower().endswith(AUDIO_SUFFIXES))

@@ -27,6 +27,15 @@ class VerifyReport:
         """No unit is damaged or incomplete."""
         return not self.incomplete and not self.damaged
 
+    def repair(self, dataset: DatasetStore) -> list[str]:
+        """Drop the completion records of the damaged shards, so that the next build
+        recomputes exactly those (their inputs are unchanged, so nothing else is redone).
+        Returns the units marked incomplete."""
+        for unit in self.damaged:
+            stage, shard = unit.split("/")
+            dataset.invalidate(stage, int(shard))
+        return list(self.damaged)
+
     def summary(self) -> str:
         """One line."""
         return (f"version {self.version}: {self.checked} shards checked, "

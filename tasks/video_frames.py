@@ -35,6 +35,17 @@ def _local_copy(inputs: AistppInputs, key: str) -> Iterator[str]:
         yield tmp.name
 
 
+def _check_size(path: str, meta: dict, width: int, height: int) -> None:
+    """Refuse a video whose centre crop is smaller than the frames asked for: upscaling a
+    small video would give blurred person frames that look valid."""
+    source_w, source_h = meta.get("source_size") or meta.get("size") or (0, 0)
+    crop_w, crop_h = min(source_w, source_h * width / height), min(source_h,
+                                                                   source_w * height / width)
+    if crop_w < width or crop_h < height:
+        raise InputError(f"{path}: video is {source_w}x{source_h}, too small for "
+                         f"{width}x{height} frames")
+
+
 def decode_window(path: str, start_s: float, frames: int, fps: int, width: int,
                   height: int) -> np.ndarray:
     """``frames`` RGB frames from ``start_s`` at ``fps``, centre-cropped to width:height."""
@@ -46,7 +57,7 @@ def decode_window(path: str, start_s: float, frames: int, fps: int, width: int,
                        "-frames:v", str(frames)],
     )
     try:
-        next(reader)  # metadata of the source stream
+        _check_size(path, next(reader), width, height)  # metadata of the source stream
         decoded = [np.frombuffer(b, np.uint8).reshape(height, width, 3) for b in reader]
     except (RuntimeError, OSError, StopIteration) as error:
         raise InputError(f"{path}: cannot decode video ({error})") from None

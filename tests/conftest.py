@@ -29,6 +29,7 @@ os.environ.update(
 os.environ.pop("PREFECT_API_URL", None)
 
 import boto3  # noqa: E402
+import fault_report  # noqa: E402
 import pytest  # noqa: E402
 from ldm_helpers import short_config  # noqa: E402
 
@@ -63,19 +64,42 @@ def config() -> DancegenConfig:
     return load_config(REPO / "configs/local-cpu.yaml", ["edge.synthesis.music=null"])
 
 
-@pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    """A real S3 API (moto's server) on a loopback port, exported as AWS_ENDPOINT_URL."""
-    from moto.server import ThreadedMotoServer
+class S3Server:
+    """moto's S3 server on a fixed loopback port, which a test may stop and start again
+    (an outage): its buckets live in this process's memory and survive the restart."""
 
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._server = None
+
+    def start(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """A real S3 API (moto's server) on a loopback port, exported as AWS_ENDPOINT_URL."""
+    server = S3Server()
     server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    os.environ["AWS_ENDPOINT_URL"] = endpoint
-    yield endpoint
+    os.environ["AWS_ENDPOINT_URL"] = server.endpoint
+    yield server
     os.environ.pop("AWS_ENDPOINT_URL", None)
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(s3_server: S3Server) -> str:
+    """The S3 server's endpoint URL."""
+    return s3_server.endpoint
 
 
 @pytest.fixture
@@ -134,3 +158,12 @@ def trained(built_store: Path) -> Path:
     for stage in (1, 2, 3):
         train_stage(stage, str(built_store), config)
     return built_store
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The fault-injection tally (tests/fault_report.py), when fault tests ran."""
+    lines = fault_report.table()
+    if lines:
+        terminalreporter.section("faults injected: units tried, lost, recomputed")
+        for line in lines:
+            terminalreporter.write_line(line)

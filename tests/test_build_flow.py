@@ -13,11 +13,9 @@ import librosa
 import numpy as np
 import pytest
 import soundfile
-from prefect.states import State
-from prefect_ray import RayTaskRunner
+from flow_helpers import build, shards_with_sequence, summary_of
 
 from dancegen.config import DancegenConfig
-from dancegen.flows.build_dataset import build_dataset
 from dancegen.models.motion_repr import encode_edge151
 from dancegen.storage import DatasetStore
 from dancegen.storage.aistpp import AistppInputs
@@ -25,21 +23,6 @@ from dancegen.storage.location import StoreLocation
 from dancegen.storage.segments import shard_ranges
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server", "ray_cluster")]
-
-
-def build(inputs: Path | str, out: Path | str, config: DancegenConfig) -> State:
-    flow = build_dataset.with_options(task_runner=RayTaskRunner())  # reuses the session's Ray
-    return flow(inputs=str(inputs), out=str(out), config=config, return_state=True)
-
-
-def summary_of(state: State) -> dict:
-    return state.result(raise_on_failure=False)
-
-
-def shards_with_sequence(dataset: DatasetStore, sequence: str) -> set[int]:
-    segments = dataset.segments()
-    return {k for k, rows in enumerate(dataset.shard_ranges())
-            if any(segments[i].sequence == sequence for i in rows)}
 
 
 def test_build_writes_what_the_inputs_say(fixtures_dir: Path, tmp_path: Path,

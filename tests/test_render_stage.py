@@ -163,7 +163,7 @@ def test_real_video_frames_replace_the_stand_in(inputs_copy: Path, config) -> No
                    if s.window == 1)
     name = segment.sequence.replace("_cAll_", "_c09_")
     (inputs_copy / "videos").mkdir()
-    width, height, fps = 192, 108, 60
+    width, height, fps = 256, 144, 60  # the centre crop (144 px) covers the 128-px frames
     writer = imageio_ffmpeg.write_frames(str(inputs_copy / f"videos/{name}.mp4"),
                                          (width, height), fps=fps, quality=9,
                                          macro_block_size=1)
