@@ -12,8 +12,12 @@ Model loading: ``worker_edge`` (loaded once per worker process, then cached) aga
 the checkpoint and building the model for every track.
 
 Training: steps/s of EDGE's full loss (recon, velocity, FK, foot skate) with AdamW and EMA at
-the config's model size and batch, on random data; for scale, one step of the paper's model
-(512 wide, 8 layers, Jukebox 4800-d features) at batch 2.
+the config's model size and batch, on random data, against the bare forward + backward pass of
+the same loss and batch in the same run (no optimiser step, no EMA update: the least a
+training step costs), so the ratio is what AdamW and the EMA copy add; for scale, one step of
+the paper's model (512 wide, 8 layers, Jukebox 4800-d features) at batch 2.
+
+``--parts`` picks what to measure (default all three); ``--json PATH`` also writes the figures.
 """
 
 from __future__ import annotations
@@ -22,8 +26,11 @@ import argparse
 import copy
 import tempfile
 import time
+from pathlib import Path
+from typing import Any
 
 import torch
+from _common import write_json
 
 from dancegen.config import DancegenConfig, load_config
 from dancegen.models.edge import DanceDecoder, EdgeModelConfig
@@ -67,8 +74,10 @@ def loading(checkpoint_url: str, config: DancegenConfig, tracks: int) -> dict[st
     return {"cached_s": cached / tracks, "fresh_s": fresh / tracks}
 
 
-def training_rate(model_config: EdgeModelConfig, batch: int, steps: int) -> float:
-    """Training steps/s with EDGE's loss, AdamW and an EMA copy."""
+def training_rate(model_config: EdgeModelConfig, batch: int, steps: int,
+                  optimise: bool = True) -> float:
+    """Training steps/s with EDGE's loss, AdamW and an EMA copy; with ``optimise`` false, the
+    forward and backward pass alone (the baseline: no optimiser step, no EMA update)."""
     model = DanceDecoder(model_config)
     ema = copy.deepcopy(model)
     diffusion = EdgeDiffusion(model)
@@ -80,8 +89,9 @@ def training_rate(model_config: EdgeModelConfig, batch: int, steps: int) -> floa
         total, _ = diffusion.loss(x, cond)
         optimizer.zero_grad()
         total.backward()
-        optimizer.step()
-        ema_update(ema, model, 0.999)
+        if optimise:
+            optimizer.step()
+            ema_update(ema, model, 0.999)
 
     step()  # warm-up
     return steps / _timed(lambda: [step() for _ in range(steps)])
@@ -97,45 +107,82 @@ def _checkpoint(url: str, model_config: EdgeModelConfig, config: DancegenConfig)
     return url
 
 
+def measure_model_use(config: DancegenConfig, model_config: EdgeModelConfig,
+                      seconds: float, parts: list[str]) -> dict[str, Any]:
+    """The sampling and model-loading parts (both need a checkpoint on disk)."""
+    figures: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        url = _checkpoint(f"{tmp}/tiny.pt", model_config, config)
+        if "loading" in parts:
+            figures["loading"] = loading(url, config, tracks=5)
+        if "sampling" in parts:
+            edge = worker_edge(url, config)
+            figures["sampling"] = sampling(edge.diffusion, seconds,
+                                           config.edge.diffusion.sampling_steps)
+        if "loading" in parts:
+            paper_url = _checkpoint(f"{tmp}/paper.pt", EdgeModelConfig.paper(35), config)
+            figures["paper_loading"] = loading(paper_url, config, tracks=2)
+        _edge.cache_clear()
+    return figures
+
+
+def report_model_use(figures: dict[str, Any], seconds: float, steps: int) -> None:
+    """Print the sampling and loading figures that were measured."""
+    if "sampling" in figures:
+        sample = figures["sampling"]
+        print(f"sampling a {seconds:g}-s track ({sample['windows']} windows, {steps} DDIM "
+              f"steps): batched {sample['batched_rate']:.1f} s of motion/s, one window at a "
+              f"time {sample['naive_rate']:.1f} s/s")
+        print(f"sampling ratio (batched/naive): "
+              f"{sample['batched_rate'] / sample['naive_rate']:.1f}x")
+    if "loading" in figures:
+        load, paper_load = figures["loading"], figures["paper_loading"]
+        print(f"model per track: cached {load['cached_s'] * 1e3:.2f} ms, loaded per track "
+              f"{load['fresh_s'] * 1e3:.1f} ms")
+        print(f"model-load ratio (per track / cached): {load['fresh_s'] / load['cached_s']:.0f}x")
+        print(f"paper-size model per track: cached {paper_load['cached_s'] * 1e3:.2f} ms, "
+              f"loaded per track {paper_load['fresh_s'] * 1e3:.0f} ms; ratio "
+              f"{paper_load['fresh_s'] / paper_load['cached_s']:.0f}x")
+
+
+def measure_training(config: DancegenConfig, model_config: EdgeModelConfig,
+                     steps: int) -> dict[str, Any]:
+    """Steps/s of the full step and of its forward + backward baseline; paper size for scale."""
+    batch = config.edge.train.batch_size
+    return {"batch": batch, "steps": steps,
+            "steps_per_s": training_rate(model_config, batch, steps),
+            "bare_steps_per_s": training_rate(model_config, batch, steps, optimise=False),
+            "paper_steps_per_s": training_rate(EdgeModelConfig.paper(4800), 2, 1)}
+
+
 def main() -> None:
     """Print each figure and its ratio against the baseline measured in the same run."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/local-cpu.yaml")
     parser.add_argument("--seconds", type=float, default=60.0, help="track length to sample")
     parser.add_argument("--train-steps", type=int, default=10)
+    parser.add_argument("--parts", nargs="+", choices=["sampling", "loading", "training"],
+                        default=["sampling", "loading", "training"], help="what to measure")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
     config = load_config(args.config)
     torch.manual_seed(0)
     model_config = model_config_for(config, 35)
-    steps = config.edge.diffusion.sampling_steps
     print(f"EDGE benchmark ({config.name}: {model_config.latent_dim} wide, "
           f"{model_config.num_layers} layers; torch threads {torch.get_num_threads()}, "
           f"{'CUDA' if torch.cuda.is_available() else 'CPU'})")
-
-    with tempfile.TemporaryDirectory() as tmp:
-        url = _checkpoint(f"{tmp}/tiny.pt", model_config, config)
-        load = loading(url, config, tracks=5)
-        edge = worker_edge(url, config)
-        sample = sampling(edge.diffusion, args.seconds, steps)
-        paper_url = _checkpoint(f"{tmp}/paper.pt", EdgeModelConfig.paper(35), config)
-        paper_load = loading(paper_url, config, tracks=2)
-        _edge.cache_clear()
-
-    print(f"sampling a {args.seconds:g}-s track ({sample['windows']} windows, {steps} DDIM "
-          f"steps): batched {sample['batched_rate']:.1f} s of motion/s, one window at a time "
-          f"{sample['naive_rate']:.1f} s/s")
-    print(f"sampling ratio (batched/naive): {sample['batched_rate'] / sample['naive_rate']:.1f}x")
-    print(f"model per track: cached {load['cached_s'] * 1e3:.2f} ms, loaded per track "
-          f"{load['fresh_s'] * 1e3:.1f} ms")
-    print(f"model-load ratio (per track / cached): {load['fresh_s'] / load['cached_s']:.0f}x")
-    print(f"paper-size model per track: cached {paper_load['cached_s'] * 1e3:.2f} ms, loaded "
-          f"per track {paper_load['fresh_s'] * 1e3:.0f} ms; ratio "
-          f"{paper_load['fresh_s'] / paper_load['cached_s']:.0f}x")
-    tiny = training_rate(model_config, config.edge.train.batch_size, args.train_steps)
-    paper = training_rate(EdgeModelConfig.paper(4800), 2, 1)
-    print(f"training: {tiny:.2f} steps/s at batch {config.edge.train.batch_size} "
-          f"({config.name} model); paper-size EDGE at batch 2: {paper:.2f} steps/s "
-          f"(ratio tiny/paper {tiny / paper:.0f}x)")
+    figures = measure_model_use(config, model_config, args.seconds, args.parts)
+    report_model_use(figures, args.seconds, config.edge.diffusion.sampling_steps)
+    if "training" in args.parts:
+        train = figures["training"] = measure_training(config, model_config, args.train_steps)
+        print(f"training: {train['steps_per_s']:.2f} steps/s at batch {train['batch']} "
+              f"({config.name} model, AdamW + EMA); forward + backward alone "
+              f"{train['bare_steps_per_s']:.2f} steps/s; ratio full/bare "
+              f"{train['steps_per_s'] / train['bare_steps_per_s']:.2f}x")
+        print(f"paper-size EDGE at batch 2: {train['paper_steps_per_s']:.2f} steps/s (ratio "
+              f"tiny/paper {train['steps_per_s'] / train['paper_steps_per_s']:.0f}x)")
+    write_json(args.json, {"config": config.name, "seconds": args.seconds,
+                           "sampling_steps": config.edge.diffusion.sampling_steps, **figures})
 
 
 if __name__ == "__main__":

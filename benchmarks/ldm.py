@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
+from _common import write_json
 from diffusers import UNet2DConditionModel
 
 from dancegen.config import load_config
@@ -89,6 +91,7 @@ def time_step(objective: torch.nn.Module, batch: dict, device: torch.device, pre
 
 
 def main() -> None:
+    """Time each stage's step; print steps/s, frames/s and the cost per frame vs stage 2."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/local-cpu.yaml")
     parser.add_argument("--paper", action="store_true", help="paper model sizes")
@@ -97,6 +100,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=None, help="stage-3 frames")
     parser.add_argument("--precision", default=None, choices=["no", "fp16", "bf16"])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
     config = load_config(args.config if not args.paper else "configs/paper.yaml")
     device = torch.device(args.device)
@@ -123,11 +127,18 @@ def main() -> None:
         peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
         rows[stage] = (seconds, frames[stage], peak)
     per_frame_baseline = rows[2][0] / rows[2][1]
+    figures = []
     for stage, (seconds, count, peak) in rows.items():
         memory = f", peak {peak:.1f} GiB" if peak is not None else ""
+        per_frame = seconds / count / per_frame_baseline
         print(f"stage {stage}: {1 / seconds:.3f} steps/s, {count / seconds:.2f} frames/s "
-              f"({count} frames); per frame {seconds / count / per_frame_baseline:.2f}x "
-              f"the image stage's{memory}")
+              f"({count} frames); per frame {per_frame:.2f}x the image stage's{memory}")
+        figures.append({"stage": stage, "steps_per_s": 1 / seconds, "frames": count,
+                        "frames_per_s": count / seconds, "per_frame_vs_stage2": per_frame,
+                        "peak_gib": peak})
+    write_json(args.json, {"config": "paper" if args.paper else config.name,
+                           "device": str(device), "precision": precision,
+                           "resolution": resolution, "batch": 1, "stages": figures})
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import torch
 
 from dancegen.config import DancegenConfig, load_config
 from dancegen.fixtures import write_fixtures
-from dancegen.storage.aistpp import AistppInputs
+from dancegen.storage.aistpp import AistppInputs, InputRoots
 from dancegen.tasks.camera import sequence_camera
 from dancegen.tasks.plan import plan_segments_from
 from dancegen.tasks.pose2d import draw_skeleton, gaussian_heatmaps, keypoints2d
@@ -47,9 +47,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 def measure_dancegen(segment, inputs: AistppInputs, config: DancegenConfig) -> float:
     """Frames/s of the render stage on one segment (after a warm-up that builds the context)."""
-    compute_render([segment], inputs, config)  # warm-up: first use creates context and caches
+    roots = InputRoots(inputs)
+    compute_render([segment], roots, config)  # warm-up: first use creates context and caches
     started = time.perf_counter()
-    compute_render([segment], inputs, config)
+    compute_render([segment], roots, config)
     return config.dataset.segment_frames / (time.perf_counter() - started)
 
 

@@ -18,7 +18,6 @@ and file-system overhead rather than the device itself.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -32,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import zarr
+from _common import positive, write_json
 
 from dancegen.config import DancegenConfig, load_config
 from dancegen.storage import DatasetStore, Layout, arrays_of, dims_for
@@ -565,14 +565,6 @@ def report(args: argparse.Namespace, figures: list[Figures], workdir: Path) -> d
 # --- command line ----------------------------------------------------------------------------
 
 
-def positive(text: str) -> int:
-    """argparse type: an integer > 0."""
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} is not > 0")
-    return value
-
-
 def resolution(text: str) -> int:
     """argparse type: a render size the config accepts (a multiple of 64)."""
     value = positive(text)
@@ -617,8 +609,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     result = report(args, figures, workdir)
-    if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    write_json(args.json, result)
     return 0
 
 

@@ -39,7 +39,9 @@ fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 echo "setup: installing into .venv ($TORCH_SPEC, then constraints.txt); takes a few minutes once"
 .venv/bin/python -m pip install -q --upgrade "pip>=25" 2> >(grep -v "^WARNING: Location" >&2)
-.venv/bin/python -m pip install -q "$TORCH_SPEC" 2> >(grep -v "^WARNING: Location" >&2)
+# word-split on purpose: DANCEGEN_TORCH may carry pip options, e.g. "torch==2.13.0 --index-url URL"
+read -ra TORCH_ARGS <<< "$TORCH_SPEC"
+.venv/bin/python -m pip install -q "${TORCH_ARGS[@]}" 2> >(grep -v "^WARNING: Location" >&2)
 .venv/bin/python -m pip install -q -c constraints.txt -e ".[render,models,dev]" \
   2> >(grep -v "^WARNING: Location" >&2)
 # LPIPS's linear-layer weights ship in the lpips package; its code needs torchvision, which has
