@@ -318,7 +318,7 @@ def dataset_preview(
     typer.echo(f"wrote {out} ({image.shape[1]}x{image.shape[0]})")
 
 
-DEMO_VIDEO_SECONDS = 8.0  # two 5-s segments merged: shows the long-video path, fast on CPU
+DEMO_VIDEO_SECONDS = 6.0  # past one 5-s segment: shows the long-video merge, fast on CPU
 
 
 @app.command()

@@ -1,7 +1,8 @@
 """The build flow on a real Prefect API server with real local Ray workers.
 
 One scenario per test, each on its own store: a full build whose values match the inputs, an
-idempotent re-run, a changed music file, damaged inputs, and a build straight to S3.
+idempotent re-run, a changed music file, a build straight to S3, a missing body model.
+Damaged inputs, killed workers and the other faults are in test_faults.py.
 """
 
 from __future__ import annotations
@@ -81,41 +82,6 @@ def test_second_run_skips_and_changed_music_recomputes_only_its_shards(
     for shard, record in after["music"].items():
         assert (record["written_at"] != before["music"][shard]["written_at"]) == (
             shard in changed)
-
-
-def test_bad_inputs_fail_their_units_alone(inputs_copy: Path, tmp_path: Path,
-                                           config: DancegenConfig) -> None:
-    out = tmp_path / "store.zarr"
-    (inputs_copy / "music/mKR5.wav").write_bytes(b"RIFF\x00\x00garbage")        # plan-time
-    (inputs_copy / "motions/gHO_sBM_cAll_d04_mHO3_ch04.pkl").write_bytes(b"\x80\x04junk")
-    nan_audio = np.full(13 * 22050, np.nan, np.float32)                          # shard-time:
-    soundfile.write(inputs_copy / "music/mWA1.wav", nan_audio, 22050, subtype="FLOAT")
-
-    state = build(inputs_copy, out, config)
-    assert state.is_failed()
-    summary = summary_of(state)
-    assert summary["inputs_failed"] == 2
-    assert summary["shards_failed"] >= 1
-    assert state.message.startswith(f"{summary['failed']} units failed")
-    dataset = DatasetStore(out, "v1")
-    failures = dataset.failures()
-    assert "unreadable audio" in failures["inputs/gKR_sBM_cAll_d06_mKR5_ch02"]["reason"]
-    assert "motion pickle" in failures["inputs/gHO_sBM_cAll_d04_mHO3_ch04"]["reason"]
-    bad_music = {u: d for u, d in failures.items() if u.startswith("music/")}
-    assert bad_music and all("NaN" in d["reason"] for d in bad_music.values())
-    # everything else was built: all motion shards, and music shards without mWA1
-    shards = dataset.shard_ranges()
-    assert len(dataset.records("motion")) == len(dataset.records("render")) == len(shards)
-    wa1 = shards_with_sequence(dataset, "gWA_sBM_cAll_d05_mWA1_ch01")
-    assert set(dataset.records("music")) == set(range(len(shards))) - wa1
-    assert {f"music/{k:06d}" for k in wa1} == set(bad_music)
-
-    # repair the inputs: the re-run builds only what is missing and clears the failures
-    soundfile.write(inputs_copy / "music/mWA1.wav", np.zeros(13 * 22050, np.float32), 22050)
-    repaired = summary_of(build(inputs_copy, out, config))
-    assert repaired["shards_failed"] == 0 and repaired["shards_written"] == len(wa1)
-    assert set(dataset.failures()) == {"inputs/gKR_sBM_cAll_d06_mKR5_ch02",
-                                       "inputs/gHO_sBM_cAll_d04_mHO3_ch04"}
 
 
 def test_build_from_and_to_s3(fixtures_dir: Path, s3_bucket: str,

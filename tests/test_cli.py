@@ -76,8 +76,8 @@ def test_demo_runs_the_main_job_and_is_idempotent(tmp_path: Path) -> None:
     assert summary["clips"] == 1 and summary["frames"] == 16
     assert set(summary["missing"]) == {"FVD", "LPIPS", "DWPose"}
     video = tmp_path / "work/dance.mp4"
-    assert probe_mp4(video) == {"frames": 240, "size": (128, 128), "fps": 30.0, "audio": True}
-    assert re.search(r"wrote \S+dance\.mp4: 240 frames \(8\.0 s at 30 fps, 128x128\) with music",
+    assert probe_mp4(video) == {"frames": 180, "size": (128, 128), "fps": 30.0, "audio": True}
+    assert re.search(r"wrote \S+dance\.mp4: 180 frames \(6\.0 s at 30 fps, 128x128\) with music",
                      out)
     assert f"done: video work/dance.mp4  report {report}" in out
 

@@ -223,50 +223,63 @@ def rewrite_motion(path: Path, change: Callable[[dict], None]) -> None:
 
 def test_bad_inputs_are_quarantined_with_their_reasons(inputs_copy: Path, tmp_path: Path,
                                                        config: DancegenConfig) -> None:
-    motions = inputs_copy / "motions"
-    wav = inputs_copy / "music/mKR5.wav"                              # truncated download
+    motions, music = inputs_copy / "motions", inputs_copy / "music"
+    music.joinpath("mKR5.wav").write_bytes(b"RIFF\x00\x00garbage")        # corrupt audio
+    wav = music / "mWA1.wav"                                            # truncated download
     wav.write_bytes(wav.read_bytes()[: wav.stat().st_size // 2])
-    rewrite_motion(motions / "gHO_sBM_cAll_d04_mHO3_ch04.pkl",        # NaN motion
+    rewrite_motion(motions / "gBR_sBM_cAll_d02_mBR0_ch02.pkl",          # NaN motion
                    lambda d: d["smpl_poses"].__setitem__((5, 3), np.nan))
-    rewrite_motion(motions / "gWA_sBM_cAll_d05_mWA1_ch01.pkl",        # wrong shape
+    rewrite_motion(motions / "gHO_sBM_cAll_d04_mHO3_ch04.pkl",          # wrong shape
                    lambda d: d.__setitem__("smpl_poses", d["smpl_poses"][:, :70]))
-    videos = inputs_copy / "videos"                                   # the person's frames:
-    write_video(videos / "gBR_sBM_c09_d01_mBR0_ch01.mp4", 64, 36)     # too small
-    videos.joinpath("gPO_sBM_c09_d03_mPO2_ch03.mp4").write_bytes(     # not a video
+    videos = inputs_copy / "videos"                                     # the person's frames:
+    write_video(videos / "gBR_sBM_c09_d01_mBR0_ch01.mp4", 64, 36)       # too small
+    videos.joinpath("gPO_sBM_c09_d03_mPO2_ch03.mp4").write_bytes(       # not a video
         b"\x89PNG\r\n\x1a\n" + bytes(64))
     stages = ["motion", "music", "render"]
-    cfg = staged(config, *stages, shard_segments=2)
+    cfg = staged(config, *stages, shard_segments=1)  # one segment per unit
     out = tmp_path / "store.zarr"
 
     state = build(inputs_copy, out, cfg)
     assert state.is_failed()
     dataset = DatasetStore(out, "v1")
     reasons = {unit: doc["reason"] for unit, doc in dataset.failures().items()}
-    assert "truncated WAV" in reasons.pop("inputs/gKR_sBM_cAll_d06_mKR5_ch02")
-    assert "NaN" in reasons.pop("inputs/gHO_sBM_cAll_d04_mHO3_ch04")
-    assert "(N, 72)" in reasons.pop("inputs/gWA_sBM_cAll_d05_mWA1_ch01")
+    quarantined = {"inputs/gKR_sBM_cAll_d06_mKR5_ch02", "inputs/gWA_sBM_cAll_d05_mWA1_ch01",
+                   "inputs/gBR_sBM_cAll_d02_mBR0_ch02", "inputs/gHO_sBM_cAll_d04_mHO3_ch04"}
+    assert "unreadable audio" in reasons.pop("inputs/gKR_sBM_cAll_d06_mKR5_ch02")
+    assert "truncated WAV" in reasons.pop("inputs/gWA_sBM_cAll_d05_mWA1_ch01")
+    assert "NaN" in reasons.pop("inputs/gBR_sBM_cAll_d02_mBR0_ch02")
+    assert "(N, 72)" in reasons.pop("inputs/gHO_sBM_cAll_d04_mHO3_ch04")
     small = shards_with_sequence(dataset, "gBR_sBM_cAll_d01_mBR0_ch01")
     broken = shards_with_sequence(dataset, "gPO_sBM_cAll_d03_mPO2_ch03")
+    assert len(small) == 2 and len(broken) == 3  # the two sequences left, one segment each
     for shard in small:
-        assert "too small" in reasons.pop(f"render/{shard:06d}")
-    for shard in broken - small:
+        assert "video is 64x36, too small for 128x128" in reasons.pop(f"render/{shard:06d}")
+    for shard in broken:
         assert "cannot decode video" in reasons.pop(f"render/{shard:06d}")
     assert not reasons
     shards = len(dataset.shard_ranges())
-    healthy = set(range(shards)) - small - broken
-    assert healthy, "the test must leave a render shard without a bad video"
-    assert set(dataset.records("render")) == healthy
-    assert len(dataset.records("motion")) == len(dataset.records("music")) == shards
+    assert not dataset.records("render")  # every render unit had a bad video ...
+    assert len(dataset.records("motion")) == len(dataset.records("music")) == shards  # ... alone
     report = verify_dataset(dataset)
-    assert not report.damaged and len(report.incomplete) == shards - len(healthy)
+    assert not report.damaged and len(report.incomplete) == shards
 
     before = record_times(dataset, stages)
     again = summary_of(build(inputs_copy, out, cfg))  # bad inputs stay bad; nothing redone
-    assert again["shards_written"] == 0 and again["shards_failed"] == shards - len(healthy)
+    assert again["shards_written"] == 0 and again["shards_failed"] == shards
     assert record_times(dataset, stages) == before
-    record("bad inputs: truncated WAV, NaN motion, (N, 70) motion, too-small and non-video "
-           "person frames", tried=3 * shards + 6, lost=0, recomputed=0,
-           note=f"quarantined with reasons: 3 sequences, {shards - len(healthy)} render shards")
+
+    # the videos repaired (removed: the render stand-in frames take their place): the re-run
+    # builds exactly the quarantined render shards and clears their failures
+    for video in videos.iterdir():
+        video.unlink()
+    repaired = summary_of(build(inputs_copy, out, cfg))
+    assert repaired["shards_written"] == shards and repaired["shards_failed"] == 0
+    assert {k: v for k, v in record_times(dataset, stages).items() if k in before} == before
+    assert set(dataset.failures()) == quarantined
+    record("bad inputs: corrupt and truncated WAVs, NaN and (N, 70) motion, too-small and "
+           "non-video person frames", tried=3 * shards + 6, lost=0, recomputed=0,
+           note=f"quarantined with reasons: 4 sequences, {shards} render units; once the "
+                "videos were repaired, exactly those units were built")
 
 
 def test_wrong_smpl_file_quarantines_rendering_alone(inputs_copy: Path, tmp_path: Path,
