@@ -85,6 +85,21 @@ def write_json(path: Path | None, data: Any) -> None:
 # --- the machine ------------------------------------------------------------------------------
 
 
+def run_in_temp_folder(prefix: str, args: argparse.Namespace,
+                       measure: Callable[[argparse.Namespace, Path], Any],
+                       report: Callable[[Any], None]) -> int:
+    """The body of a benchmark's ``main``: measure in a fresh temporary folder (removed
+    afterwards, whatever happens), print the figures, write them to ``args.json`` if given."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        result = measure(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report(result)
+    write_json(args.json, result)
+    return 0
+
+
 def _first_line_with(path: str, prefix: str) -> str | None:
     try:
         with open(path) as lines:

@@ -28,16 +28,20 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from _common import REPO, positive, timed, use_local_stack_environment, write_json
+from _common import (
+    REPO,
+    positive,
+    run_in_temp_folder,
+    timed,
+    use_local_stack_environment,
+)
 
 use_local_stack_environment()  # before Prefect, Ray or torch are imported (see _common)
 
@@ -209,15 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="CPUs of the local Ray; 1 keeps the flow serial like the loop")
     parser.add_argument("--repeat", type=positive, default=3, help="warm rounds; the best counts")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
-    args = parser.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="dancegen-orchestration-"))
-    try:
-        result = measure(args, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    report(result)
-    write_json(args.json, result)
-    return 0
+    return run_in_temp_folder("dancegen-orchestration-", parser.parse_args(argv), measure, report)
 
 
 if __name__ == "__main__":

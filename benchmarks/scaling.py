@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from _common import positive, write_json
+from _common import positive, run_in_temp_folder
 from orchestration import bench_config, local_prefect, local_ray, run_flow, write_inputs
 
 
@@ -81,15 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resolution", type=positive, default=128, help="render H = W")
     parser.add_argument("--repeat", type=positive, default=1, help="timed runs; the best counts")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
-    args = parser.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="dancegen-scaling-"))
-    try:
-        result = measure(args, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    report(result)
-    write_json(args.json, result)
-    return 0
+    return run_in_temp_folder("dancegen-scaling-", parser.parse_args(argv), measure, report)
 
 
 if __name__ == "__main__":
