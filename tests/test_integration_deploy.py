@@ -103,7 +103,7 @@ def operator_env(tmp_path: Path, s3_endpoint: str) -> Iterator[dict[str, str]]:
             _signal_group(process, signal.SIGTERM)
         for process in processes:
             try:
-                process.wait(timeout=30)
+                process.wait(timeout=10)  # then SIGKILL: a slow stop is not the subject
             except subprocess.TimeoutExpired:
                 _signal_group(process, signal.SIGKILL)
                 process.wait()
