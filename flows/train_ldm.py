@@ -13,7 +13,8 @@ Offline (``ldm.stand_in``), stage 2 first writes the stand-in base models to the
 Ray task.
 
 Deployed, each stage is triggered by the completion of the one before it (stage 1 by the
-dataset build) and takes the store and config from that upstream run's parameters.
+verification of a finished build) and takes the store and config from the build run at the
+head of that trigger chain (flows/upstream.py).
 """
 
 from __future__ import annotations

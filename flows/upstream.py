@@ -20,8 +20,9 @@ def upstream_parameters(flow_run_ref: str) -> dict:
 def chain_head_parameters(flow_run_ref: str) -> dict:
     """Parameters of the first run up a trigger chain that names its store (``out``).
 
-    build-dataset -> train-ldm stage 1 -> stage 2 -> stage 3: each downstream run only knows
-    the run that triggered it, so the store and config come from the head of the chain.
+    build-dataset -> verify-dataset -> train-ldm stage 1 -> stage 2 -> stage 3 -> evaluate:
+    each downstream run only knows the run that triggered it, so the store and config come
+    from the head of the chain.
     """
     parameters = upstream_parameters(flow_run_ref)
     for _ in range(16):  # a chain is a few runs long; never loop forever on a bad reference
