@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -252,6 +252,20 @@ def _prepare(dataset: DatasetStore, source: AistppInputs, plan: Plan,
     return units
 
 
+def _write_or_stop(dataset: DatasetStore, summary: BuildSummary,
+                   write: Callable[..., None], *args: Any) -> None:
+    """One store write of the fan-out; if the store went away, stop the build with a message
+    that says what is kept and that a re-run resumes."""
+    try:
+        write(*args)
+    except Exception as error:
+        raise StoreError(
+            f"lost the store {dataset.store.url} during the build ({type(error).__name__}: "
+            f"{error}). {summary.shards_written} shards finished in this run and "
+            f"{summary.shards_skipped} earlier ones are kept; run the build again once the "
+            "store is back: it resumes with the shards that are missing.") from error
+
+
 def _fan_out(dataset: DatasetStore, units: list[ShardUnit], config: DancegenConfig,
              summary: BuildSummary, lease: StoreLease) -> None:
     """Run the shard units on Ray; record each outcome in the store as it comes back."""
@@ -261,30 +275,20 @@ def _fan_out(dataset: DatasetStore, units: list[ShardUnit], config: DancegenConf
     for done, (unit, outcome) in enumerate(_run_units(units, config), start=1):
         lease.check()
         metrics.set_queue_depth(dataset.store.url, len(units) - done)
-        try:
-            if isinstance(outcome, ShardResult):
-                dataset.clear_failure(unit.unit_id)
-            else:
-                dataset.record_failure(unit.unit_id, f"{type(outcome).__name__}: {outcome}",
-                                       {"kind": "shard",
-                                        "segments": [s.id for s in unit.segments]})
-        except Exception as error:  # the store went away: stop, keeping what is finished
-            raise StoreError(
-                f"lost the store {dataset.store.url} during the build ({type(error).__name__}: "
-                f"{error}). {summary.shards_written} shards finished in this run and "
-                f"{summary.shards_skipped} earlier ones are kept; run the build again once the "
-                "store is back: it resumes with the shards that are missing.") from error
         if isinstance(outcome, ShardResult):
+            _write_or_stop(dataset, summary, dataset.clear_failure, unit.unit_id)
             summary.shards_written += 1
             summary.bytes_written += outcome.nbytes
             logger.info("[%d/%d] %s: %d segments, %.2f MB in %.1f s", done, len(units),
                         unit.unit_id, outcome.segments, outcome.nbytes / 1e6, outcome.seconds)
         else:
+            reason = f"{type(outcome).__name__}: {outcome}"
+            _write_or_stop(dataset, summary, dataset.record_failure, unit.unit_id, reason,
+                           {"kind": "shard", "segments": [s.id for s in unit.segments]})
             summary.shards_failed += 1
-            summary.failures[unit.unit_id] = f"{type(outcome).__name__}: {outcome}"
+            summary.failures[unit.unit_id] = reason
             metrics.record_failure(unit.stage)
-            logger.error("[%d/%d] %s failed: %s", done, len(units), unit.unit_id,
-                         summary.failures[unit.unit_id])
+            logger.error("[%d/%d] %s failed: %s", done, len(units), unit.unit_id, reason)
         update_progress_artifact(progress, 100.0 * done / len(units))
 
 

@@ -66,8 +66,9 @@ class StoreLease:
     def __init__(self, location: StoreLocation, owner: str, ttl_seconds: float,
                  wait_seconds: float, key: str = BUILD_LEASE, poll_seconds: float = 1.0) -> None:
         self.location, self.key, self.owner = location, key, owner
-        self.ttl_seconds, self.wait_seconds, self.poll_seconds = ttl_seconds, wait_seconds, \
-            poll_seconds
+        self.ttl_seconds = ttl_seconds
+        self.wait_seconds = wait_seconds
+        self.poll_seconds = poll_seconds
         self.token = uuid.uuid4().hex
         self.lost: str | None = None  # set by the heartbeat when another holder took over
         self.waited_for: list[str] = []  # holders waited for, for the flow's log
