@@ -25,11 +25,18 @@ class _Strict(BaseModel):
 class DatasetConfig(_Strict):
     """Segmentation of motion + music into fixed windows (the unit the whole pipeline indexes)."""
 
-    version: str = Field("v1", pattern=r"^[A-Za-z0-9._-]+$")
+    version: str = Field("v1", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+                         description="a folder name in the store (no '..': see storage/paths)")
     fps: int = Field(30, gt=0, description="dataset frame rate for motion, features, maps, frames")
     segment_seconds: float = Field(5.0, gt=0)
     stride_seconds: float = Field(5.0, gt=0, description="window hop; < segment_seconds overlaps")
     max_segments_per_sequence: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _check_version(self) -> DatasetConfig:
+        if ".." in self.version:
+            raise ValueError(f"dataset.version {self.version!r} must not contain '..'")
+        return self
 
     @property
     def segment_frames(self) -> int:

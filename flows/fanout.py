@@ -14,7 +14,7 @@ from prefect.futures import as_completed
 from prefect_ray.context import remote_options
 
 from dancegen.config import DancegenConfig
-from dancegen.storage.dataset import DatasetStore
+from dancegen.storage.dataset import DatasetStore, one_line
 
 Unit = TypeVar("Unit")
 
@@ -51,7 +51,7 @@ def run_per_track(units: list[Unit], task: Any, stage: str, config: DancegenConf
 
     for unit, result in run_bounded(units, submit, config.ray.max_in_flight):
         if isinstance(result, BaseException):
-            reason = f"{type(result).__name__}: {result}"
+            reason = one_line(f"{type(result).__name__}: {result}")
             failures[unit.unit_id] = reason
             dataset.record_failure(unit.unit_id, reason, {"kind": kind,
                                                           "music_file": unit.music_file})

@@ -1,8 +1,9 @@
 """Reader for SMPL body model files (the released ``.pkl`` files, or smplx-style ``.npz``).
 
 The released SMPL pickles were written by Python 2 and hold some values as chumpy objects;
-chumpy does not import on Python 3.11, so the unpickler here maps every ``chumpy.*`` class to a
-stand-in that only keeps the pickled state, and the arrays are taken out of that state. The
+chumpy does not import on Python 3.11, so they are read with dancegen's restricted unpickler
+(storage/safe_pickle.py), which runs no code from the file and maps every ``chumpy.*`` class to
+a stand-in that only keeps the pickled state; the arrays are taken out of that state. The
 file may live on local disk or under ``s3://``.
 
 Every missing, unreadable or malformed file raises :class:`InputError` naming the file and what
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import pickle
 import posixpath
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +24,7 @@ import scipy.sparse as sp
 
 from dancegen.errors import InputError
 from dancegen.storage.location import StoreLocation, file_version, split_url
+from dancegen.storage.safe_pickle import ChumpyStandIn, safe_loads
 
 NUM_VERTICES = 6890
 NUM_JOINTS = 24
@@ -52,46 +53,10 @@ class BodyModelData:
         return self.kintree_table[0]
 
 
-# --- unpickling without chumpy -----------------------------------------------------------------
+# --- arrays out of the unpickled values ----------------------------------------------------
 
 
-class _ChumpyStandIn:
-    """Takes the place of any chumpy class: keeps whatever state was pickled, nothing else."""
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> _ChumpyStandIn:
-        return super().__new__(cls)  # chumpy's own __new__ took arguments; ignore them
-
-    def __setstate__(self, state: Any) -> None:
-        self.state = state
-
-
-# Modules a body model pickle may name. Unpickling can call any importable callable, so the
-# reader refuses others; this keeps a stray file from running code by accident (it is not a
-# sandbox against a crafted file).
-_ALLOWED_MODULES = ("numpy", "scipy.sparse", "copyreg", "copy_reg", "builtins", "__builtin__",
-                    "collections", "_codecs")
-_ALLOWED_BUILTINS = {"object", "set", "frozenset", "list", "dict", "tuple", "int", "float",
-                     "complex", "bool", "str", "bytes", "bytearray", "slice"}
-
-
-class _BodyModelUnpickler(pickle.Unpickler):
-    """Unpickler for the released (Python 2, chumpy-bearing) SMPL pickles."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if module == "chumpy" or module.startswith("chumpy."):
-            return _ChumpyStandIn
-        if module.split(".")[0] in ("builtins", "__builtin__") and name not in _ALLOWED_BUILTINS:
-            raise pickle.UnpicklingError(f"refusing {module}.{name}")
-        if not any(module == m or module.startswith(m + ".") for m in _ALLOWED_MODULES):
-            raise pickle.UnpicklingError(f"refusing {module}.{name}: not numpy/scipy/chumpy")
-        if module.startswith("numpy.core"):  # numpy 2 moved numpy.core to numpy._core
-            module = "numpy._core" + module.removeprefix("numpy.core")
-        if module.startswith("scipy.sparse.") and hasattr(sp, name):
-            return getattr(sp, name)  # scipy.sparse.csc.csc_matrix etc. live in scipy.sparse now
-        return super().find_class(module, name)
-
-
-def _chumpy_array(value: _ChumpyStandIn) -> np.ndarray | None:
+def _chumpy_array(value: ChumpyStandIn) -> np.ndarray | None:
     """The array of a chumpy object: state['x'] (plain Ch), else 'r', else any array in it."""
     state = getattr(value, "state", None)
     if not isinstance(state, dict):
@@ -108,7 +73,7 @@ def _chumpy_array(value: _ChumpyStandIn) -> np.ndarray | None:
 
 def _as_array(value: Any) -> np.ndarray | None:
     """A dense ndarray for an ndarray, a scipy sparse matrix or a chumpy stand-in; else None."""
-    if isinstance(value, _ChumpyStandIn):
+    if isinstance(value, ChumpyStandIn):
         return _chumpy_array(value)
     if sp.issparse(value):
         return value.toarray()
@@ -152,15 +117,15 @@ def _read_bytes(location: str | Path) -> tuple[bytes, str]:
 
 def _parse(data: bytes, where: str) -> dict[str, Any]:
     """The key -> value mapping stored in a .pkl or .npz body model file."""
-    try:
-        if where.endswith(".npz"):
+    if where.endswith(".npz"):
+        try:
             with np.load(io.BytesIO(data), allow_pickle=False) as npz:
                 # Only the SMPL keys: extra entries may be object arrays that need pickle.
-                return {key: npz[key] for key in npz.files if key in _SPEC}
-        content = _BodyModelUnpickler(io.BytesIO(data), encoding="latin1").load()
-    except Exception as error:
-        kind = "npz archive" if where.endswith(".npz") else "SMPL pickle"
-        raise InputError(f"{where}: not a readable {kind} ({error})") from None
+                content = {key: npz[key] for key in npz.files if key in _SPEC}
+        except Exception as error:
+            raise InputError(f"{where}: not a readable npz archive ({error})") from None
+    else:
+        content = safe_loads(data, where, "SMPL pickle")  # runs no code from the file
     if not isinstance(content, dict):
         raise InputError(f"{where}: expected a dict of SMPL arrays, got {type(content).__name__}")
     return content

@@ -14,11 +14,13 @@ Layout below the store root (see docs/data-contract.md)::
     <version>/<array path>/...        Zarr v3 sharded arrays (chunk = 1 segment)
     <version>/_records/<stage>/<shard>.json   completion record of one shard
     <version>/_failures/<unit>.json           last failure of a unit, with its reason
+                                              (long unit ids: shortened, see unit_file_name)
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import socket
 import time
 from collections.abc import Iterable
@@ -33,18 +35,46 @@ import zarr.codecs
 from dancegen.errors import StoreError
 from dancegen.storage.contract import ARRAYS, CONTRACT_VERSION, ArraySpec, arrays_of
 from dancegen.storage.location import StoreLocation
+from dancegen.storage.paths import safe_name
 from dancegen.storage.segments import Segment, from_columns, shard_ranges, to_columns
 
 RECORDS = "_records"
 FAILURES = "_failures"
+# File systems allow 255 bytes per name (some, e.g. eCryptfs, fewer): unit ids are built from
+# names found in the inputs and the store, so longer file names are shortened (with a hash).
+MAX_NAME_BYTES = 200
+MAX_REASON_CHARS = 600  # a reason is read in logs, the CLI and a markdown table
 
 
 def _record_key(stage: str, shard: int) -> str:
     return f"{RECORDS}/{stage}/{shard:06d}.json"
 
 
+def unit_file_name(unit: str, suffix: str = ".json") -> str:
+    """File name of a per-unit document: the unit id with ``/`` as ``--``, and when that is
+    longer than :data:`MAX_NAME_BYTES`, its start plus a hash of the whole id (unique, and
+    short enough for any file system). Documents keep the full id inside."""
+    name = unit.replace("/", "--")
+    if len((name + suffix).encode()) <= MAX_NAME_BYTES:
+        return name + suffix  # short names as before: records of existing stores stay found
+    digest = hashlib.sha256(unit.encode()).hexdigest()[:16]
+    room = MAX_NAME_BYTES - len(suffix.encode()) - len(digest) - 1
+    start = name.encode()[:room].decode(errors="ignore")  # never half a UTF-8 character
+    return f"{start}-{digest}{suffix}"
+
+
 def _failure_key(unit: str) -> str:
-    return f"{FAILURES}/{unit.replace('/', '--')}.json"
+    return f"{FAILURES}/{unit_file_name(unit)}"
+
+
+def one_line(reason: str, limit: int = MAX_REASON_CHARS) -> str:
+    """``reason`` as one line of at most ``limit`` characters: its non-empty lines joined with
+    " | "; when too long, its start (what failed) and its end (what the tool said last)."""
+    text = " | ".join(line.strip() for line in reason.splitlines() if line.strip())
+    if len(text) <= limit:
+        return text
+    keep = (limit - 5) // 2
+    return f"{text[:keep]} ... {text[-keep:]}"
 
 
 def array_checksum(data: np.ndarray) -> str:
@@ -71,8 +101,9 @@ class DatasetStore:
 
     def __init__(self, store: StoreLocation | str, version: str) -> None:
         self.store = store if isinstance(store, StoreLocation) else StoreLocation.parse(store)
-        self.version = version
-        self.location = self.store.child(version)
+        # a version name comes from the config, the CLI or the store: it must not leave the store
+        self.version = safe_name(version, "dataset version", self.store.url)
+        self.location = self.store.child(self.version)
 
     # --- opening -------------------------------------------------------------------------
 
@@ -201,8 +232,9 @@ class DatasetStore:
         self.location.delete(_record_key(stage, shard))
 
     def record_failure(self, unit: str, reason: str, details: dict[str, Any]) -> None:
-        """Persist the last failure of a unit (a shard of a stage, or an input)."""
-        document = {"unit": unit, "reason": reason, "at": time.time(), **details}
+        """Persist the last failure of a unit (a shard of a stage, or an input); the reason is
+        stored as one line (:func:`one_line`), the unit id in full whatever its length."""
+        document = {"unit": unit, "reason": one_line(reason), "at": time.time(), **details}
         self.location.write_json(_failure_key(unit), document)
 
     def clear_failure(self, unit: str) -> None:

@@ -27,6 +27,7 @@ import imageio.v3 as iio
 import numpy as np
 
 from dancegen.config import DancegenConfig
+from dancegen.storage.dataset import one_line
 from dancegen.storage.ldm_checkpoint import LdmRun
 from dancegen.storage.location import StoreLocation
 
@@ -72,7 +73,9 @@ class EvaluationRun:
         self.location.delete(f"failures/{clip_id}.json")
 
     def record_failure(self, clip_id: str, reason: str) -> None:
-        self.location.write_json(f"failures/{clip_id}.json", {"clip": clip_id, "reason": reason})
+        """Record why a clip failed (one line, as the dataset's failure records)."""
+        self.location.write_json(f"failures/{clip_id}.json",
+                                 {"clip": clip_id, "reason": one_line(reason)})
 
     def failures(self) -> dict[str, str]:
         return {name.removesuffix(".json"): record["reason"]

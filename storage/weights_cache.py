@@ -2,11 +2,14 @@
 
 torch and diffusers need seekable local files (and memory-map the big ones), so an S3 file or
 folder is copied to ``$DANCEGEN_CACHE/weights/<hash of url + change token>/`` the first time a
-worker asks for it; a changed object (new ETag) gets a new cache entry.
+worker asks for it; a changed object (new ETag) gets a new cache entry. S3 keys may hold
+``..`` (``weights/vae/../../x`` is a valid key): every target passes storage/paths.py's guard,
+so a download never lands outside its cache entry.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import uuid
@@ -14,6 +17,7 @@ from pathlib import Path
 
 from dancegen.errors import InputError
 from dancegen.storage.location import StoreLocation, file_version, split_url
+from dancegen.storage.paths import path_inside
 
 CACHE_DIR = Path(os.environ.get("DANCEGEN_CACHE", Path.home() / ".cache" / "dancegen"))
 
@@ -23,8 +27,13 @@ def _download(location: StoreLocation, name: str, target: Path) -> None:
     # a name of its own per download: workers starting together on one machine each write
     # their own file, and the rename makes whichever finishes the (whole) target
     partial = target.with_name(f"{target.name}.{os.getpid()}.{uuid.uuid4().hex}.partial")
-    location.fs.get(location.path(name), str(partial))
-    partial.replace(target)
+    try:
+        location.fs.get(location.path(name), str(partial))
+        partial.replace(target)
+    except BaseException:  # a failed or interrupted download leaves no partial file behind
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+        raise
 
 
 def local_file(url: str, what: str) -> Path:
@@ -39,7 +48,7 @@ def local_file(url: str, what: str) -> Path:
     if location.is_local:
         return Path(location.path(name))
     digest = hashlib.sha256(f"{url}|{version}".encode()).hexdigest()[:16]
-    target = CACHE_DIR / "weights" / digest / name
+    target = path_inside(CACHE_DIR / "weights" / digest, name, f"{what} file name", url)
     if not target.exists():
         _download(location, name, target)
     return target
@@ -59,9 +68,11 @@ def local_folder(url: str, what: str) -> Path:
     tokens = "|".join(f"{key}:{info.get('ETag', info.get('size'))}" for key, info in files)
     digest = hashlib.sha256(f"{url}|{tokens}".encode()).hexdigest()[:16]
     root = CACHE_DIR / "weights" / digest
-    for key, _info in files:
+    targets = []
+    for key, _info in files:  # every key checked before anything is downloaded
         relative = key[len(location.root):].lstrip("/")
-        target = root / relative
+        targets.append((relative, path_inside(root, relative, f"{what} key", url)))
+    for relative, target in targets:
         if not target.exists():
             _download(location, relative, target)
     return root

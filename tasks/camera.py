@@ -61,11 +61,11 @@ class RenderCamera:
 
 def sequence_camera(inputs: AistppInputs, sequence: str, render: RenderConfig,
                     scaling: float) -> RenderCamera:
-    """The configured AIST++ camera of the sequence's setting, else the fallback camera."""
-    try:
+    """The configured AIST++ camera of the sequence's setting; the fallback camera only for
+    inputs without camera files (a bad mapping or setting file is an error, not a fallback)."""
+    cameras = None
+    if "cameras/mapping.txt" in inputs.camera_files():
         cameras = inputs.cameras(sequence)
-    except InputError:
-        cameras = None
     if cameras is not None:
         if render.camera not in cameras:
             raise InputError(f"camera {render.camera!r} not in the setting of {sequence}: "

@@ -2,8 +2,9 @@
 
 One task per track (on a GPU worker at paper scale): decode the music, cut it into 5-s windows
 at half-window stride, compute the music features, denoise all windows of the track as one
-batch with EDGE's long-form sampling, stitch, and write ``motions/<sequence>.pkl`` (AIST++
-keys plus ``fps``) and a copy of the music into the pseudo-motion root. The track's record,
+batch with EDGE's long-form sampling, stitch, and write ``motions/<sequence>.npz`` (AIST++
+keys plus ``fps``, no pickle: reading it back runs no code whoever wrote it) and a copy of the
+music into the pseudo-motion root. The track's record,
 written last, makes it complete; its key covers the music bytes, the checkpoint and the
 sampling settings, so a re-run resamples only new or changed tracks.
 
@@ -15,8 +16,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import math
-import pickle
 import posixpath
 import re
 import time
@@ -47,6 +48,8 @@ from dancegen.tasks.edge_data import FEATURE_DIMS, music_conditioning
 from dancegen.tasks.retries import retry_unless_deterministic
 
 SYNTHESIS_VERSION = 1           # bump when the output of a track changes for the same key
+# (not bumped for .pkl -> .npz: the arrays are the same, and a store's older .pkl files are read
+# with the restricted unpickler, so they stay valid until their track is synthesised again)
 
 
 def pseudo_music_id(file_name: str, sha256: str) -> str:
@@ -190,6 +193,17 @@ def sample_track(edge: WorkerEdge, cond: np.ndarray, scaling: float, steps: int,
     return poses.numpy().astype(np.float32), trans.numpy().astype(np.float32)
 
 
+def motion_npz(poses: np.ndarray, trans: np.ndarray, scaling: float, fps: float,
+               checkpoint: str) -> bytes:
+    """A pseudo-motion file: AIST++'s keys (smpl_scaling always) plus fps and provenance, as
+    an .npz of plain arrays that loads with ``allow_pickle=False``."""
+    buffer = io.BytesIO()
+    np.savez(buffer, smpl_poses=poses, smpl_trans=trans,
+             smpl_scaling=np.array([scaling], np.float32), fps=np.array(fps, np.float64),
+             generator=np.array("EDGE"), checkpoint=np.array(checkpoint), allow_pickle=False)
+    return buffer.getvalue()
+
+
 def _seed(base: int, music_sha256: str) -> int:
     return (base * 1_000_003 + int(music_sha256[:12], 16)) % (2**63)
 
@@ -218,16 +232,17 @@ def synthesize_track_now(unit: TrackUnit, config: DancegenConfig) -> TrackResult
                                 _seed(config.edge.synthesis.seed, unit.music_sha256))
     frames = min(len(poses), round(seconds * config.dataset.fps))
     pseudo = StoreLocation.parse(unit.pseudo_url)
-    motion = {"smpl_poses": poses[:frames], "smpl_trans": trans[:frames],
-              "smpl_scaling": np.array([scaling], np.float32), "fps": config.dataset.fps,
-              "generator": "EDGE", "checkpoint": unit.checkpoint_url}
     suffix = posixpath.splitext(unit.music_file)[1].lower()
     music_key = f"music/{unit.music_id}{suffix}"
-    pseudo.write_bytes(f"motions/{unit.sequence}.pkl", pickle.dumps(motion, protocol=4))
+    motion_key = f"motions/{unit.sequence}.npz"
+    pseudo.write_bytes(motion_key, motion_npz(poses[:frames], trans[:frames], scaling,
+                                              config.dataset.fps, unit.checkpoint_url))
+    pseudo.delete(f"motions/{unit.sequence}.pkl")  # an older version's pickle: one file each
     pseudo.write_bytes(music_key, data)
     pseudo.write_json(f"records/{unit.music_id}.json", {
         "key": unit.key, "sequence": unit.sequence, "source_file": unit.music_file,
-        "music_file": music_key, "music_seconds": seconds, "frames": frames,
+        "music_file": music_key, "motion_file": motion_key, "music_seconds": seconds,
+        "frames": frames,
         "windows": len(starts), "checkpoint": unit.checkpoint_url,
     })
     return TrackResult(unit.unit_id, unit.sequence, seconds, frames, len(starts),

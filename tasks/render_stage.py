@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from dancegen.config import DancegenConfig, RenderConfig
+from dancegen.errors import InputError
 from dancegen.models.smpl import SMPLBody, vertex_part_labels
 from dancegen.storage.aistpp import AistppInputs, InputRoots, Motion
 from dancegen.storage.body_model import body_model_version, load_body_model
@@ -113,6 +114,18 @@ def _pose(body: WorkerBody, window: Motion, camera: RenderCamera) -> tuple[np.nd
     return verts_cam.cpu().numpy(), normals.cpu().numpy(), joints_cam.cpu().numpy()
 
 
+def check_body_in_frames(labels: np.ndarray, segment: Segment) -> None:
+    """Refuse a segment with a frame that shows no body pixel (``labels``: its (T, H, W) part
+    labels). Such frames are silently wrong data: the body is outside the camera, e.g. a
+    motion with the wrong scaling or translation, and every map of the frame is background."""
+    empty = np.flatnonzero(~labels.reshape(len(labels), -1).any(axis=1))
+    if empty.size:
+        raise InputError(
+            f"segment {segment.id}: {empty.size} of {len(labels)} rendered frames show no body "
+            f"(first: frame {empty[0]}); it lies outside the camera: check the motion's "
+            "smpl_scaling and smpl_trans and the sequence's camera setting")
+
+
 def _render_segment(out: dict[str, np.ndarray], i: int, segment: Segment, window: Motion,
                     body: WorkerBody, renderer: GuidanceRenderer, inputs: AistppInputs,
                     config: DancegenConfig) -> None:
@@ -127,6 +140,7 @@ def _render_segment(out: dict[str, np.ndarray], i: int, segment: Segment, window
         out["maps/normal"][i, f] = frame.normal_rgb
         out["maps/semantic"][i, f] = frame.labels
         out["video/frames"][i, f] = frame.rgb
+    check_body_in_frames(out["maps/semantic"][i], segment)
     out["maps/depth"][i] = depth
     keypoints = keypoints2d(joints_cam, camera.K, render.width, render.height, depth,
                             render.occlusion_margin_m)

@@ -60,7 +60,9 @@ def compute_music(
             audio, rate = roots.of(s).load_audio(s.music_file)
             tracks[s.source, s.music_file] = {
                 "features": resample_audio(audio, rate, feature_rate),
-                "store": resample_audio(audio, rate, music.audio_sample_rate),
+                # decoded audio is in [-1, 1] (storage/audio.py refuses other tracks), but
+                # resampling rings past full scale near clipped peaks: the contract's range
+                "store": np.clip(resample_audio(audio, rate, music.audio_sample_rate), -1, 1),
             }
     waves, features = [], []
     for segment in segments:
@@ -192,7 +194,7 @@ STAGES: dict[str, Stage] = {
     stage.name: stage
     for stage in (
         Stage("motion", 1, ("motion_sha256",), ("dataset",), compute_motion),
-        Stage("music", 1, ("music_sha256",), ("dataset", "music"), compute_music),
+        Stage("music", 2, ("music_sha256",), ("dataset", "music"), compute_music),  # v2: clipped
         Stage("jukebox", 1, ("music_sha256",), ("dataset", "jukebox"), compute_jukebox,
               jukebox_shared_digest),
         Stage("edge_repr", 1, ("motion_sha256",), ("dataset",), compute_edge_repr),

@@ -7,6 +7,7 @@ the centre crop to the output aspect and the resize in one decoding pass.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +17,11 @@ import numpy as np
 
 from dancegen.errors import InputError
 from dancegen.storage.aistpp import AistppInputs
+
+_STDERR = "=== stderr ==="  # where imageio-ffmpeg appends ffmpeg's whole log to its message
+# ffmpeg's log around the errors: banner, build configuration, stream listing, progress
+_LOG_NOISE = re.compile(r"^(\s|ffmpeg version|Input #|Output #|Stream mapping:|Press \[q\]|frame=)")
+_COMPONENT = re.compile(r"^\[[^\]]*@ 0x[0-9a-f]+\]\s*")  # "[in#0 @ 0x55eb9b5e20c0] "
 
 
 def video_name(sequence: str, camera: str) -> str:
@@ -46,6 +52,22 @@ def _check_size(path: str, meta: dict, width: int, height: int) -> None:
                          f"{width}x{height} frames")
 
 
+def ffmpeg_reason(message: str) -> str:
+    """One line from an imageio-ffmpeg error: its own message, then the first and the last
+    error ffmpeg logged (the cause, e.g. "moov atom not found", and its verdict), without the
+    banner and build configuration that make up most of ffmpeg's log."""
+    head, _, log = message.partition(_STDERR)
+    logged: list[str] = []
+    for raw in log.splitlines():
+        if not raw.strip() or _LOG_NOISE.match(raw):
+            continue
+        line = _COMPONENT.sub("", raw.strip())
+        if line not in logged:
+            logged.append(line)
+    picked = logged[:1] + logged[-1:] if len(logged) > 1 else logged
+    return "; ".join(part for part in (" ".join(head.split()), *picked) if part)
+
+
 def decode_window(path: str, start_s: float, frames: int, fps: int, width: int,
                   height: int) -> np.ndarray:
     """``frames`` RGB frames from ``start_s`` at ``fps``, centre-cropped to width:height."""
@@ -60,7 +82,7 @@ def decode_window(path: str, start_s: float, frames: int, fps: int, width: int,
         _check_size(path, next(reader), width, height)  # metadata of the source stream
         decoded = [np.frombuffer(b, np.uint8).reshape(height, width, 3) for b in reader]
     except (RuntimeError, OSError, StopIteration) as error:
-        raise InputError(f"{path}: cannot decode video ({error})") from None
+        raise InputError(f"{path}: cannot decode video ({ffmpeg_reason(str(error))})") from None
     finally:
         reader.close()
     if len(decoded) < frames:

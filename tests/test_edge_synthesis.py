@@ -77,19 +77,27 @@ def test_one_track_becomes_an_aistpp_motion(fixtures_dir: Path, trained_store: P
     unit = TrackUnit(str(fixtures_dir), str(fixtures_dir / "new_music"), "new_track_b.flac",
                      "f" * 64, str(pseudo),
                      EdgeRun(str(trained_store), "edge-tiny").checkpoint_url, None, 50.0, "key-1")
+    stale = pseudo / "motions" / f"{unit.sequence}.pkl"  # what an older version wrote
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"an older pseudo-motion")
     result = synthesize_track_now(unit, config)
     assert result.windows == 3 and result.frames == 300  # 10 s of music at 30 fps
-    motion = AistppInputs(str(pseudo)).load_motion(f"motions/{unit.sequence}.pkl")
+    assert sorted(p.name for p in (pseudo / "motions").iterdir()) == [f"{unit.sequence}.npz"]
+    with np.load(pseudo / "motions" / f"{unit.sequence}.npz", allow_pickle=False) as npz:
+        assert {"smpl_poses", "smpl_trans", "smpl_scaling", "fps"} <= set(npz.files)
+        assert str(npz["generator"]) == "EDGE"
+    motion = AistppInputs(str(pseudo)).load_motion(f"motions/{unit.sequence}.npz")
     assert motion.poses.shape == (300, 72) and motion.fps == 30.0
     # the training set's body scale, which the checkpoint records, beats the fallback (50)
     assert motion.scaling == pytest.approx(95.0)
     assert np.isfinite(motion.poses).all() and np.isfinite(motion.trans).all()
-    assert root.records()[unit.music_id]["key"] == "key-1"
+    record = root.records()[unit.music_id]
+    assert record["key"] == "key-1" and record["motion_file"] == f"motions/{unit.sequence}.npz"
     # the same seed and music give the same dance
     again = synthesize_track_now(unit, config)
     assert again.frames == 300
     np.testing.assert_array_equal(
-        AistppInputs(str(pseudo)).load_motion(f"motions/{unit.sequence}.pkl").poses, motion.poses)
+        AistppInputs(str(pseudo)).load_motion(f"motions/{unit.sequence}.npz").poses, motion.poses)
     # a checkpoint that does not fit the configured features fails clearly (and is not retried)
     with pytest.raises(InputError, match=r"conditioned on 35-d music features, "
                                          r"edge\.features=jukebox gives 4800-d"):

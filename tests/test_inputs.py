@@ -42,19 +42,30 @@ def test_motion_and_cameras_load(fixtures_dir: Path) -> None:
     assert cams["c09"].world_to_camera(pelvis)[2] > 0  # in front of the camera
 
 
+def _motion(frames: int = 5, **changes: object) -> bytes:
+    """A pickled motion with AIST++'s keys, changed or (value None) without some."""
+    motion = {"smpl_poses": np.zeros((frames, 72)), "smpl_trans": np.zeros((frames, 3)),
+              "smpl_scaling": np.array([95.0], np.float32), **changes}
+    return pickle.dumps({k: v for k, v in motion.items() if v is not None})
+
+
 @pytest.mark.parametrize(
     ("payload", "message"),
     [
         (b"not a pickle", "not a readable motion pickle"),
         (pickle.dumps([1, 2, 3]), "expected smpl_poses"),
-        (pickle.dumps({"smpl_poses": np.zeros((5, 71)), "smpl_trans": np.zeros((5, 3))}),
-         r"\(N, 72\)"),
-        (pickle.dumps({"smpl_poses": np.zeros((5, 72)), "smpl_trans": np.zeros((4, 3))}),
-         r"must be \(5, 3\)"),
-        (pickle.dumps({"smpl_poses": np.full((5, 72), np.nan), "smpl_trans": np.zeros((5, 3)),
-                       "smpl_scaling": [1.0]}), "NaN"),
+        (_motion(smpl_poses=np.zeros((5, 71))), r"\(N, 72\)"),
+        (_motion(smpl_trans=np.zeros((4, 3))), r"must be \(5, 3\)"),
+        (_motion(smpl_poses=np.full((5, 72), np.nan), smpl_scaling=[1.0]), "NaN"),
+        # without smpl_scaling every rendered frame would be empty: refused, not taken as 1.0
+        (_motion(smpl_scaling=None), r"expected smpl_poses/smpl_trans/smpl_scaling; got "
+                                     r"\['smpl_poses', 'smpl_trans'\]"),
+        (_motion(smpl_scaling=np.array([0.0])), "smpl_scaling must be one positive number"),
+        (_motion(smpl_poses=np.array([["a"] * 72] * 5)), "smpl_poses must hold numbers"),
+        (_motion(fps=-30.0), "fps must be one positive number"),
     ],
-    ids=["garbage", "not-a-dict", "pose-width", "trans-length", "nan"],
+    ids=["garbage", "not-a-dict", "pose-width", "trans-length", "nan", "no-scaling",
+         "zero-scaling", "string-poses", "negative-fps"],
 )
 def test_malformed_motion_is_an_input_error(inputs_copy: Path, payload: bytes,
                                             message: str) -> None:
