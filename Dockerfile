@@ -27,10 +27,13 @@ RUN apt-get update \
 # A non-root user owns the virtualenv: librosa's numba cache is compiled into site-packages at
 # build time, and numba only uses an in-tree cache it can write to (otherwise every process
 # recompiles into ~/.cache, the parallel first compile that corrupts the cache).
+# /tmp/ray exists in the image, owned by that user, because docker-compose.yml mounts a named
+# volume there (Prometheus and Grafana read Ray's temp dir): a new volume takes the ownership of
+# the image's directory, so Ray can write to it.
 RUN useradd --create-home --uid 1000 --shell /bin/bash dancegen \
  && python -m venv /opt/venv \
- && mkdir -p /app \
- && chown -R dancegen:dancegen /opt/venv /app
+ && mkdir -p /app /tmp/ray \
+ && chown -R dancegen:dancegen /opt/venv /app /tmp/ray
 
 ENV VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \

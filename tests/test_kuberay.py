@@ -1,4 +1,5 @@
-"""deploy/kuberay/raycluster.yaml: a RayCluster KubeRay accepts, with the project's security rules.
+"""deploy/kuberay/raycluster.yaml: a RayCluster KubeRay accepts, with the project's security rules,
+and deploy/kuberay/podmonitor.yaml, the Prometheus Operator's scrape config for its Pods.
 
 Pure YAML checks, no cluster. Field names and rules are those of the ray.io/v1 API as of KubeRay
 v1.5.1 (the oldest operator with ``spec.authOptions``): ray-operator/apis/ray/v1/raycluster_types.go
@@ -19,11 +20,14 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = REPO / "deploy" / "kuberay" / "raycluster.yaml"
+PODMONITOR = REPO / "deploy" / "kuberay" / "podmonitor.yaml"
 
 PREFECT_API_URL = "http://prefect-server.dancegen.svc:4200/api"
 S3_SECRET = "dancegen-s3"
 IMAGE = "dancegen:latest"
-HEAD_PORTS = {6379, 8265, 10001, 8080}  # GCS, dashboard, Ray Client, metrics
+HEAD_PORTS = {6379, 8265, 10001, 8080, 44217, 44227}  # GCS, dashboard, Ray Client, 3 x metrics
+METRICS_PORT = 8080  # KubeRay's default --metrics-export-port
+PREFECT_AUTH_SECRET = "dancegen-prefect"
 SENSITIVE = ("KEY", "SECRET", "TOKEN", "PASSWORD", "CREDENTIAL")
 
 # json tags of the ray.io/v1 structs in KubeRay v1.5.1; an unknown key is a typo the API server
@@ -303,3 +307,59 @@ def test_inline_secret_check_catches_a_literal_credential(name: str) -> None:
     assert _inline_secrets((cluster,)) != []
     secret = {"kind": "Secret", "metadata": {"name": S3_SECRET}, "stringData": {"k": "v"}}
     assert _inline_secrets((_cluster(), secret)) != []
+
+
+def test_ray_containers_get_the_prefect_auth_string_from_a_secret() -> None:
+    for name, group in _groups(_cluster()):
+        var = _env(_ray_container(group))["PREFECT_API_AUTH_STRING"]
+        assert "value" not in var, name
+        ref = var["valueFrom"]["secretKeyRef"]
+        # optional: a Prefect server without auth needs no Secret, and the Pods still start
+        assert (ref["name"], ref["key"], ref.get("optional")) == (
+            PREFECT_AUTH_SECRET, "auth_string", True), name
+
+
+def test_head_tells_its_dashboard_where_prometheus_and_grafana_are() -> None:
+    env = _env(_ray_container(_cluster()["spec"]["headGroupSpec"]))
+    for var in ("RAY_PROMETHEUS_HOST", "RAY_GRAFANA_HOST"):
+        url = env[var]["value"]
+        assert re.fullmatch(r"http://[a-z0-9.-]+\.svc:\d+", url), f"{var}: in-cluster {url}"
+    # what the browser loads the panels from: a kubectl port-forward on the operator's machine
+    assert env["RAY_GRAFANA_IFRAME_HOST"]["value"].startswith("http://127.0.0.1:")
+
+
+@cache
+def _podmonitors() -> tuple[dict[str, Any], ...]:
+    return tuple(doc for doc in yaml.safe_load_all(PODMONITOR.read_text()) if doc is not None)
+
+
+def _named_ports(group: dict[str, Any]) -> dict[str, int]:
+    return {port["name"]: port["containerPort"] for port in _ray_container(group).get("ports", [])}
+
+
+def test_podmonitors_scrape_every_ray_pod_on_ports_it_declares() -> None:
+    cluster = _cluster()
+    groups = dict(_groups(cluster))
+    selected: dict[str, set[str]] = {}
+    for monitor in _podmonitors():
+        assert (monitor["apiVersion"], monitor["kind"]) == ("monitoring.coreos.com/v1",
+                                                            "PodMonitor")
+        spec = monitor["spec"]
+        assert spec["namespaceSelector"]["matchNames"] == [cluster["metadata"]["namespace"]]
+        labels = spec["selector"]["matchLabels"]
+        assert labels["ray.io/cluster"] == cluster["metadata"]["name"]
+        kind = labels["ray.io/node-type"]
+        names = ["head"] if kind == "head" else [n for n in groups if n != "head"]
+        ports = [endpoint["port"] for endpoint in spec["podMetricsEndpoints"]]
+        for name in names:
+            declared = _named_ports(groups[name])
+            assert set(ports) <= set(declared), f"{name} does not declare {set(ports)}"
+            selected.setdefault(name, set()).update(ports)
+    assert set(selected) == set(groups), "every Ray Pod is scraped"
+    assert selected["head"] == {"metrics", "as-metrics", "dash-metrics"}
+    for name, group in groups.items():
+        assert "metrics" in selected[name], name
+        assert _named_ports(group)["metrics"] == METRICS_PORT, name
+        assert group["rayStartParams"].get("metrics-export-port", str(METRICS_PORT)) == str(
+            METRICS_PORT), name
+
