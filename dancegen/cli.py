@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from dancegen.errors import ConfigError, DancegenError
+from dancegen import watchdog
+from dancegen.errors import ConfigError, DancegenError, InputError
+
+if TYPE_CHECKING:
+    from dancegen.config import RayConfig
 
 app = typer.Typer(help="dancegen: music-driven dance video generation pipeline.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -54,10 +60,8 @@ def run_flows(runs: list[tuple[str, dict]], config_file: str,
     sequence unless PREFECT_API_URL names one) and one Ray (the config's: local, or a cluster);
     print each final state and stop at the first that does not complete.
     ``runs``: (flow name, arguments); ``titles``: a progress line to print before each."""
-    import ray
-
     from dancegen.config import load_config
-    from dancegen.flows.build_dataset import build_dataset, ray_init_kwargs, ray_task_runner
+    from dancegen.flows.build_dataset import build_dataset, ray_task_runner
     from dancegen.flows.evaluate import evaluate
     from dancegen.flows.train_edge import train_edge
     from dancegen.flows.train_ldm import train_ldm
@@ -66,24 +70,40 @@ def run_flows(runs: list[tuple[str, dict]], config_file: str,
     flows = {"build-dataset": build_dataset, "train-edge": train_edge, "train-ldm": train_ldm,
              "evaluate": evaluate}
     config = load_config(config_file, overrides)
-    with prefect_api(PREFECT_HOME.resolve()) as api:
-        # started after the API is up: the Ray workers inherit PREFECT_API_URL
-        ray.init(**ray_init_kwargs(config.ray))
-        try:
-            for index, (flow_name, arguments) in enumerate(runs):
-                if titles:
-                    typer.secho(titles[index], bold=True)
-                shown = " ".join(f"{k}={v}" for k, v in arguments.items())
-                typer.echo(f"Prefect API {api}; {flow_name} {shown} with config {config.name}")
-                state = flows[flow_name].with_options(task_runner=ray_task_runner(config.ray))(
-                    config=config, return_state=True, **arguments)
-                color = typer.colors.GREEN if state.is_completed() else typer.colors.RED
-                typer.secho(f"{state.name}: {state.message}", fg=color)
-                if not state.is_completed():
-                    return False
-        finally:
-            ray.shutdown()
+    # Ray after the API is up: its workers inherit PREFECT_API_URL and PREFECT_API_AUTH_STRING
+    with prefect_api(PREFECT_HOME.resolve()) as api, _ray(config.ray):
+        for index, (flow_name, arguments) in enumerate(runs):
+            if titles:
+                typer.secho(titles[index], bold=True)
+            shown = " ".join(f"{k}={v}" for k, v in arguments.items())
+            typer.echo(f"Prefect API {api}; {flow_name} {shown} with config {config.name}")
+            state = flows[flow_name].with_options(task_runner=ray_task_runner(config.ray))(
+                config=config, return_state=True, **arguments)
+            color = typer.colors.GREEN if state.is_completed() else typer.colors.RED
+            typer.secho(f"{state.name}: {state.message}", fg=color)
+            if not state.is_completed():
+                return False
     return True
+
+
+@contextmanager
+def _ray(settings: RayConfig) -> Iterator[None]:
+    """The config's Ray for the block. A local one (``ray.address`` null) is registered with
+    the watchdog: its processes die with this command even on SIGKILL; a cluster's never."""
+    import ray
+
+    from dancegen.flows.build_dataset import ray_init_kwargs
+
+    context = ray.init(**ray_init_kwargs(settings))
+    session = context.address_info["session_dir"] if settings.address is None else None
+    if session:
+        watchdog.guard("ray", session)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        if session:
+            watchdog.release("ray", session)
 
 
 def run_flow(flow_name: str, config_file: str, overrides: list[str] | None, inputs: str,
@@ -142,6 +162,22 @@ def ldm_train(
     raise typer.Exit(0 if ok else 1)
 
 
+def check_output_file(out: str, option: str) -> None:
+    """Refuse at once a local output path that cannot be written: a folder, or a file whose
+    folder is missing or not writable (an ``s3://`` URL is checked when it is written)."""
+    if "://" in out:
+        return
+    path = Path(out)
+    if path.is_dir():
+        raise InputError(f"{option} {out}: a folder; expected the path of a file to write")
+    folder = path.parent
+    if not folder.is_dir():
+        raise InputError(f"{option} {out}: {folder} is not an existing folder")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists()
+                                                     and not os.access(path, os.W_OK)):
+        raise InputError(f"{option} {out}: not writable (permissions of {folder} or the file)")
+
+
 @app.command()
 def generate(
     music: Annotated[str, typer.Option(help="Music file (wav, flac, mp3, ...; path or s3://).")],
@@ -164,6 +200,7 @@ def generate(
     from dancegen.tasks.generation import generate_for_music, load_pipeline, prepare_reference
 
     try:
+        check_output_file(out, "--out")  # before minutes of loading and sampling
         cfg = load_config(config, set_)
         audio, rate = read_music(music)
         photo = read_image(image)

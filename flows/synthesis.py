@@ -6,8 +6,10 @@
 Tracks are content-addressed: a track's record key covers its bytes, the checkpoint and the
 sampling settings, so a re-run samples only what is new or changed, and drops the
 pseudo-motions of tracks removed from a folder that still has music. Anything that stops the
-whole phase (no checkpoint, features that cannot be computed, no music folder) is one failure,
-``inputs/synthesis``, and keeps the pseudo-motions made so far.
+whole phase (a configured checkpoint that is missing, features that cannot be computed, no
+music folder) is one failure, ``inputs/synthesis``, and keeps the pseudo-motions made so far.
+Without a configured checkpoint and before `dancegen edge train` has written one into the
+store, the phase is skipped with one warning (the rest of the build goes on).
 """
 
 from __future__ import annotations
@@ -55,8 +57,7 @@ def _blocker(source: AistppInputs, config: DancegenConfig, checkpoint: str,
     except InputError as error:
         return str(error)
     if file_version(checkpoint) is None:
-        return (f"EDGE checkpoint not found: {checkpoint} (train one with `dancegen edge "
-                "train`, or set edge.synthesis.checkpoint)")
+        return f"EDGE checkpoint not found: {checkpoint} (edge.synthesis.checkpoint)"
     if not music_files(music_root):  # a mistyped folder must not delete what exists
         return f"no audio files in {music_root}"
     return None
@@ -91,6 +92,12 @@ def _track_units(dataset: DatasetStore, inputs: AistppInputs, pseudo: PseudoMoti
     return units
 
 
+def _keeping_existing(pseudo: PseudoMotionRoot, outcome: SynthesisOutcome) -> SynthesisOutcome:
+    """The outcome of a phase that samples nothing: the pseudo-motions made so far stay."""
+    outcome.root = pseudo.url if pseudo.records() else None
+    return outcome
+
+
 def synthesize_pseudo_motions(dataset: DatasetStore, source: AistppInputs,
                               median_scaling: float | None,
                               config: DancegenConfig) -> SynthesisOutcome:
@@ -103,11 +110,17 @@ def synthesize_pseudo_motions(dataset: DatasetStore, source: AistppInputs,
     music_root = resolve_under(source, synthesis.music)
     checkpoint = (resolve_under(source, synthesis.checkpoint) if synthesis.checkpoint
                   else EdgeRun(dataset.store, config.edge.run_name).checkpoint_url)
+    if synthesis.checkpoint is None and file_version(checkpoint) is None:
+        # nothing configured, nothing trained into this store yet (a first build): the rest of
+        # the dataset is built; a configured checkpoint that is missing stays an error below
+        logger.warning("no EDGE checkpoint in the store yet (%s): building without new "
+                       "pseudo-motions; run `dancegen edge train` and build again to add them",
+                       checkpoint)
+        return _keeping_existing(pseudo, outcome)
     blocker = _blocker(source, config, checkpoint, music_root)
     if blocker is not None:  # synthesis fails alone; finished pseudo-motions stay in the build
         outcome.failures["inputs/synthesis"] = blocker
-        outcome.root = pseudo.url if pseudo.records() else None
-        return outcome
+        return _keeping_existing(pseudo, outcome)
     units = _track_units(dataset, source, pseudo, music_root, checkpoint,
                          (synthesis.smpl_scaling, median_scaling), config, outcome)
     logger.info("pseudo-motions: %d tracks to synthesise, %d up to date", len(units),

@@ -15,6 +15,7 @@ import zarr
 from typer.testing import CliRunner
 
 from dancegen.cli import app
+from dancegen.storage import DatasetStore
 from dancegen.storage.media import probe_mp4
 
 
@@ -117,3 +118,51 @@ def test_plan_estimates_the_paper_scale() -> None:
     assert "0.050 s per s of music -> 0.8 GPU hours" in out
     jukebox_gb = 10940 * 150 * 4800 * 2 / 1e9  # float16 (T, 4800) per segment
     assert re.search(rf"jukebox\s+{jukebox_gb:.1f} GB", out)
+
+
+@pytest.mark.slow
+def test_readme_sequence_builds_before_edge_is_trained_and_skips_synthesis_once(
+        tmp_path: Path) -> None:
+    """The README's first two commands on the default config (which names new music): no EDGE
+    trained into the store yet, so the build warns once and builds the rest (after `dancegen
+    edge train` a rebuild samples the pseudo-motions: test_demo_runs_the_main_job...)."""
+    made = dancegen("fixtures", "in", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr[-3000:]
+    built = dancegen("dataset", "build", "--inputs", "in", "--out", "store.zarr",
+                     "--set", "stages=[motion]", "--set", "dataset.max_segments_per_sequence=1",
+                     cwd=tmp_path)
+    output = built.stdout + built.stderr
+    assert built.returncode == 0, output[-3000:]
+    assert output.count("no EDGE checkpoint in the store yet") == 1, output[-3000:]
+    assert "Traceback" not in output
+    assert "Completed: pseudo-motion tracks 0 new, 0 kept, 0 failed" in output
+    dataset = DatasetStore(tmp_path / "store.zarr", "v1")
+    assert not dataset.failures()
+    assert {s.source for s in dataset.segments()} == {"synthetic"}
+    assert len(dataset.records("motion")) == len(dataset.shard_ranges()) > 0
+
+
+@pytest.mark.parametrize("out, says", [
+    (".", "a folder; expected the path of a file to write"),
+    ("missing/video.mp4", "missing is not an existing folder"),
+    ("a-file/video.mp4", "a-file is not an existing folder"),
+])
+def test_generate_refuses_a_bad_out_before_anything_else(tmp_path: Path, out: str, says: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("not a folder")
+    # no music, no photo, no store at all: --out is what it must complain about, at once
+    result = CliRunner().invoke(app, ["generate", "--music", "none.wav", "--image", "none.png",
+                                      "--store", "no-store", "--out", out])
+    assert result.exit_code == 1, result.output
+    assert result.output.strip() == f"error: --out {out}: {says}"
+    assert isinstance(result.exception, SystemExit)  # a message, not a traceback
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into any folder")
+def test_generate_refuses_an_out_in_a_read_only_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "read-only"
+    folder.mkdir(mode=0o555)
+    result = CliRunner().invoke(app, ["generate", "--music", "none.wav", "--image", "none.png",
+                                      "--store", "no-store", "--out", str(folder / "v.mp4")])
+    assert result.exit_code == 1 and "not writable" in result.output, result.output
