@@ -8,16 +8,20 @@ is the endpoint, read from AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, for S3-compa
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import posixpath
-import tempfile
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import fsspec
+import fsspec.asyn
 import zarr.storage
 from fsspec.implementations.local import LocalFileSystem
 
@@ -86,37 +90,105 @@ class StoreLocation:
         """Write ``data`` at ``key`` atomically (temp + rename locally; one PUT on S3)."""
         if self.is_local:
             target = Path(self.path(key))
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
-                tmp.write(data)
-            os.replace(tmp.name, target)
+            with _temp_file(target, data) as tmp:
+                os.replace(tmp, target)
         else:
             self.fs.pipe_file(self.path(key), data)
 
-    def create_json(self, key: str, document: dict[str, Any]) -> bool:
-        """Write ``document`` at ``key`` only if nothing is there; False if something is.
+    def create_json(self, key: str, document: dict[str, Any]) -> str | None:
+        """Write ``document`` at ``key`` only if nothing is there: its version, or None if
+        something is.
 
         Exclusive and whole: locally a complete temp file is hard-linked into place (the link
         fails if the key exists); on S3 one PUT with ``If-None-Match: *``.
         """
-        data = json.dumps(document, indent=1, sort_keys=True).encode()
+        data = _json_bytes(document)
         if not self.is_local:
-            try:
-                self.fs.pipe_file(self.path(key), data, mode="create")
-            except FileExistsError:
-                return False
-            return True
+            return self._s3_put(key, data, IfNoneMatch="*")
         target = Path(self.path(key))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
-            tmp.write(data)
+        with _temp_file(target, data) as tmp:
+            try:
+                os.link(tmp, target)
+            except FileExistsError:
+                return None
+        return _digest(data)
+
+    # --- compare-and-swap on one small document (the build lease) ---
+    # A version is the S3 ETag, or locally the content's digest: a writer whose documents
+    # never repeat (the lease counts its heartbeats) gets a true compare-and-swap either way.
+
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """The bytes at ``key`` and their version (from one read), or None when it does not
+        exist."""
+        if self.is_local:
+            data = self.read_bytes(key)
+            return None if data is None else (data, _digest(data))
+        bucket, name, _ = self.fs.split_path(self.path(key))
+
+        async def get() -> tuple[bytes, str]:
+            response = await self.fs._call_s3("get_object", Bucket=bucket, Key=name)
+            try:
+                return await response["Body"].read(), response["ETag"]
+            finally:
+                response["Body"].close()
+
         try:
-            os.link(tmp.name, target)
-        except FileExistsError:
-            return False
+            return fsspec.asyn.sync(self.fs.loop, get)
+        except FileNotFoundError:
+            return None
+
+    def replace_json_if(self, key: str, document: dict[str, Any], version: str) -> str | None:
+        """Replace the document at ``key`` only if it is still ``version``: the new version, or
+        None when it changed or went away (S3: one PUT with ``If-Match``; locally a temp file
+        renamed into place under an ``flock`` on ``<key>.lock``, after comparing)."""
+        data = _json_bytes(document)
+        if not self.is_local:
+            return self._s3_put(key, data, IfMatch=version)
+        target = Path(self.path(key))
+        with _locked(target):
+            if _file_version(target) != version:
+                return None
+            with _temp_file(target, data) as tmp:
+                os.replace(tmp, target)
+        return _digest(data)
+
+    def delete_if(self, key: str, version: str) -> bool:
+        """Remove ``key`` only if it is still ``version``; False when it changed or is gone."""
+        if self.is_local:
+            target = Path(self.path(key))
+            with _locked(target):
+                if _file_version(target) != version:
+                    return False
+                target.unlink()
+            return True
+        bucket, name, _ = self.fs.split_path(self.path(key))
+        try:
+            # a server that ignores a conditional delete's If-Match (AWS honours it since
+            # 2025-09) still gets the HEAD's check: only a change in between is missed
+            if self.fs.call_s3("head_object", Bucket=bucket, Key=name)["ETag"] != version:
+                return False
+            self.fs.call_s3("delete_object", Bucket=bucket, Key=name, IfMatch=version)
+        except OSError as error:
+            if _lost_race(error):
+                return False
+            raise
         finally:
-            os.unlink(tmp.name)
+            self.fs.invalidate_cache(self.path(key))
         return True
+
+    def _s3_put(self, key: str, data: bytes, **condition: str) -> str | None:
+        """One conditional PUT: the new ETag, or None when its precondition did not hold."""
+        bucket, name, _ = self.fs.split_path(self.path(key))
+        try:
+            response = self.fs.call_s3("put_object", Bucket=bucket, Key=name, Body=data,
+                                       **condition)
+        except OSError as error:
+            if _lost_race(error):
+                return None
+            raise
+        finally:
+            self.fs.invalidate_cache(self.path(key))
+        return response["ETag"]
 
     def read_bytes(self, key: str) -> bytes | None:
         """The bytes at ``key``, or None when it does not exist."""
@@ -127,7 +199,7 @@ class StoreLocation:
 
     def write_json(self, key: str, document: dict[str, Any]) -> None:
         """Write ``document`` at ``key`` atomically (see :meth:`write_bytes`)."""
-        self.write_bytes(key, json.dumps(document, indent=1, sort_keys=True).encode())
+        self.write_bytes(key, _json_bytes(document))
 
     def read_json(self, key: str) -> dict[str, Any] | None:
         """The document at ``key``, or None when it does not exist."""
@@ -180,6 +252,66 @@ class StoreLocation:
                 self.fs.ls(bucket, detail=False)
         except Exception as error:  # any transport/auth error: report it with the URL
             raise StoreError(f"cannot reach store {self.url}: {error}") from error
+
+
+# S3 error codes of a conditional request that lost: the object changed (412), a concurrent
+# conditional request on it (409), or it is gone (If-Match on a missing key)
+_LOST_RACE_CODES = {"PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey"}
+
+
+def _lost_race(error: OSError) -> bool:
+    """Whether s3fs's translation of a ClientError says a precondition did not hold."""
+    if isinstance(error, FileExistsError | FileNotFoundError):
+        return True
+    response = getattr(error.__cause__, "response", None) or {}
+    return response.get("Error", {}).get("Code") in _LOST_RACE_CODES
+
+
+def _json_bytes(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, indent=1, sort_keys=True).encode()
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _file_version(target: Path) -> str | None:
+    try:
+        return _digest(target.read_bytes())
+    except FileNotFoundError:
+        return None
+
+
+@contextlib.contextmanager
+def _temp_file(target: Path, data: bytes) -> Iterator[str]:
+    """A complete temp file holding ``data`` next to ``target``, removed afterwards whatever
+    happens (a rename or link that moved it into place leaves nothing to remove).
+
+    Opened with mode 0o666 so that the kernel applies the umask (and a default ACL), as for
+    any new file; ``NamedTemporaryFile`` would make every written file 0600.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    name = str(target.parent / f".tmp-{uuid.uuid4().hex}")  # short: the target's name may be long
+    try:
+        with os.fdopen(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as file:
+            file.write(data)
+        yield name
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+
+
+@contextlib.contextmanager
+def _locked(target: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``<target>.lock`` (never removed: removing a lock file
+    lets two writers lock two different files)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(f"{target}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def split_url(url: str | Path) -> tuple[StoreLocation, str]:
