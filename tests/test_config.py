@@ -99,3 +99,18 @@ def test_cli_reports_a_bad_config_in_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "invalid config" in result.output and "ray.max_in_flight" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("version", ["..", "a..b", "../v1", ".hidden", "v/1", "x" * 129])
+def test_a_dataset_version_is_a_plain_folder_name(version: str) -> None:
+    with pytest.raises(ConfigError, match="dataset"):
+        load_config("configs/local-cpu.yaml", [f"dataset.version={version}"])
+
+
+def test_a_store_refuses_a_version_that_leaves_it(tmp_path: Path) -> None:
+    from dancegen.errors import InputError
+    from dancegen.storage.dataset import DatasetStore
+
+    with pytest.raises(InputError, match=r"dataset version '\.\./v1' is not a safe name"):
+        DatasetStore(str(tmp_path / "store.zarr"), "../v1")
+    assert DatasetStore(str(tmp_path / "store.zarr"), "v2.1").version == "v2.1"
