@@ -5,6 +5,9 @@
 The training task runs with the resources of ``ray.stages.edge_train`` (a GPU on a cluster)
 and checkpoints into the store; re-running the flow after an interruption resumes from the
 last checkpoint, and a run that already reached ``edge.train.steps`` returns at once.
+While it trains, the flow publishes its progress (``edge-training-progress``) and the loss
+table so far (``edge-training``) from the store's ``train.json`` at each checkpoint
+(flows/reports.py); the summary artifact follows under the same key at the end.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 
 from dancegen.config import DancegenConfig, load_config
-from dancegen.flows.reports import loss_table
+from dancegen.flows.reports import TrainingProgress, loss_table
 from dancegen.storage.edge_checkpoint import EdgeRun
 from dancegen.tasks.edge_train import train_edge_model
 
@@ -49,8 +52,11 @@ def train_edge(
         # a lost worker is retried; the retry resumes from the last checkpoint in the store
         future = train_edge_model.with_options(retries=config.ray.retries).submit(
             inputs, out, config)
+    progress = TrainingProgress("edge-training", f"EDGE training {config.edge.run_name}",
+                                config.edge.train.steps, run.state)
     try:
-        result = future.result()
+        with progress:
+            result = future.result()
     except Exception as error:  # the task's own state holds the traceback
         return Failed(message=f"EDGE training failed: {type(error).__name__}: {error}")
     headline = (f"EDGE {config.edge.run_name}: {result['steps']} steps, loss "

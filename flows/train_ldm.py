@@ -10,7 +10,9 @@ resources (a GPU each on a cluster). Ray Train restarts a failed worker group up
 the flow ends Failed with it), and each restart resumes from the last checkpoint in the store;
 a re-run of a finished stage returns at once, one with more steps configured resumes.
 Offline (``ldm.stand_in``), stage 2 first writes the stand-in base models to the store, as a
-Ray task.
+Ray task. While a stage trains, the flow publishes its progress (``ldm-stage<N>-progress``)
+and the loss table so far (``ldm-stage<N>``) from the stage's ``latest.json`` at each
+checkpoint (flows/reports.py); the summary artifact follows under the same key at the end.
 
 Deployed, each stage is triggered by the completion of the one before it (stage 1 by the
 verification of a finished build) and takes the store and config from the build run at the
@@ -29,7 +31,7 @@ from ray.train import FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from dancegen.config import DancegenConfig, StageResources
-from dancegen.flows.reports import loss_table
+from dancegen.flows.reports import TrainingProgress, loss_table
 from dancegen.flows.upstream import resolve_store_and_config
 from dancegen.storage.ldm_checkpoint import LdmRun
 from dancegen.tasks.ldm_stand_in import build_stand_in_base
@@ -98,8 +100,11 @@ def train_ldm(
             name=f"{config.ldm.run_name}-stage{stage}",
             failure_config=FailureConfig(max_failures=config.ray.retries)),
     )
+    progress = TrainingProgress(f"ldm-stage{stage}", f"LDM stage {stage} ({config.ldm.run_name})",
+                                config.training.stage(stage).steps, lambda: run.state(stage))
     try:
-        result = trainer.fit()
+        with progress:
+            result = trainer.fit()
         error = result.error
     except Exception as failure:  # Ray Train raises once its restarts are used up
         error = failure
