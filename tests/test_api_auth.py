@@ -10,7 +10,6 @@ updates them rather than adding duplicates.
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import os
 import socket
@@ -25,6 +24,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import deploy_helpers
 import pytest
 from prefect.blocks.notifications import SlackWebhook
 from prefect.client.orchestration import get_client
@@ -114,12 +114,7 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer
 
 @pytest.fixture(scope="module")
 def automations_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("deploy_automations",
-                                                  REPO / "deploy" / "automations.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return deploy_helpers.automations_script()
 
 
 @pytest.mark.parametrize("authorization", [

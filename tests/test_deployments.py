@@ -6,14 +6,13 @@ trigger logic matches them to the state-change events of exactly the chain's run
 
 from __future__ import annotations
 
-import importlib.util
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import yaml
+from deploy_helpers import automations_script
 from prefect.cli.deploy._models import DeploymentConfig
 from prefect.events import DeploymentTriggerTypes
 from prefect.events.actions import SendNotification
@@ -57,17 +56,8 @@ def test_scheduled_build_is_incremental_and_single_writer() -> None:
     assert (REPO / build["parameters"]["config"]).exists()
 
 
-def _automations_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("deploy_automations",
-                                                  REPO / "deploy" / "automations.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 BLOCK_ID = uuid.uuid4()
-SCRIPT = _automations_script()
+SCRIPT = automations_script()
 AUTOMATIONS = {a.name: a for a in SCRIPT.load_automations(SCRIPT.AUTOMATIONS, BLOCK_ID)}
 
 
