@@ -119,17 +119,34 @@ class StorageConfig(_Strict):
 
 
 class StageResources(_Strict):
-    """Ray resources of one task of a stage (passed to ``ray.remote`` options)."""
+    """Ray resources of one worker of a stage, and how the stage's units run on Ray.
+
+    Dataset stages (``motion``, ``render``, ...) run on long-lived actors, each set up once
+    (body model, GL context) and then fed shard after shard; ``actors: 0`` runs them as one
+    Ray task per shard instead. Per-track stages (``synthesis``, ``jukebox_extract``,
+    ``evaluate``) and training run as Prefect tasks on Ray workers with these resources.
+    """
 
     num_cpus: float = Field(1.0, ge=0)
     num_gpus: float = Field(0.0, ge=0)
-    memory_mb: int | None = Field(None, gt=0)
+    memory_mb: int | None = Field(
+        None, gt=0, description="peak memory of one worker (Ray schedules by it; pods cap it)")
+    actors: int | None = Field(
+        None, ge=0, description="dataset stages: long-lived actors; null = as many as the "
+                                "cluster fits, 0 = one Ray task per shard (no set-up reuse)")
+    timeout_s: float = Field(
+        3600.0, gt=0, description="a unit running longer fails with a timeout and its worker "
+                                  "is stopped (a hung GL call or S3 read cannot be interrupted)")
 
     def ray_options(self) -> dict[str, Any]:
         """The ``ray.remote(**options)`` mapping for this stage."""
         options: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
         if self.memory_mb is not None:
             options["memory"] = self.memory_mb * 1024 * 1024
+        if self.num_gpus > 0:
+            # Ray's default for a GPU task is max_calls=1: a fresh process per task, which
+            # reloads every per-process model cache (Jukebox prior, EDGE, the LDM) each time
+            options["max_calls"] = 0
         return options
 
 
@@ -138,9 +155,12 @@ class RayConfig(_Strict):
 
     address: str | None = None
     num_cpus: int | None = Field(None, gt=0, description="local Ray only")
+    num_gpus: int | None = Field(
+        None, ge=0, description="local Ray only: GPUs Ray schedules by (fake ones on a machine "
+                                "without GPUs, to exercise the GPU path; code still runs on CPU)")
     include_dashboard: bool = False
-    max_in_flight: int = Field(64, gt=0, description="bound on submitted, unfinished tasks")
-    retries: int = Field(1, ge=0, description="Prefect retries for non-input errors")
+    max_in_flight: int = Field(64, gt=0, description="bound on submitted, unfinished units")
+    retries: int = Field(1, ge=0, description="retries of a unit after a non-input error")
     stages: dict[str, StageResources] = Field(default_factory=dict)
 
     def resources(self, stage: str) -> StageResources:

@@ -18,3 +18,7 @@ class InputError(DancegenError):
 
 class StoreError(DancegenError):
     """The dataset store is unreachable, or does not hold what the data contract requires."""
+
+
+class UnitTimeout(DancegenError):
+    """A unit of work ran past its stage's ``timeout_s``; its worker was stopped."""

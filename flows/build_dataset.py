@@ -2,9 +2,10 @@
 
     new music --synthesize_track per track on a Ray worker (EDGE)--> <store>/pseudo-motions
     inputs (AIST++ layout) + pseudo-motions --plan--> segment table --prepare--> Zarr v3 group
-        --for each stage x shard not complete--> build_shard on a Ray worker --> store
+        --for each stage x shard not complete--> the stage's Ray actors --> store
 
-Each task writes its shard straight to the store; only counts come back. A unit that fails
+Every stage runs at once on workers of its own, set up once each (flows/stage_pool.py).
+Each worker writes its shard straight to the store; only counts come back. A unit that fails
 (bad input, lost worker) is recorded in the store with its reason and the others go on; the
 flow then ends Failed with a message that says how many failed. A re-run recomputes only what
 is missing or stale.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -28,21 +30,20 @@ from prefect.artifacts import (
 from prefect.context import get_run_context
 from prefect.states import Completed, Failed, State
 from prefect_ray import RayTaskRunner
-from prefect_ray.context import remote_options
 
 from dancegen.config import DancegenConfig, RayConfig, load_config
 from dancegen.errors import InputError, StoreError
-from dancegen.flows.fanout import run_bounded
 from dancegen.flows.features import extract_jukebox_features
+from dancegen.flows.stage_pool import run_stage_units
 from dancegen.flows.synthesis import synthesize_pseudo_motions
 from dancegen.storage.aistpp import AistppInputs, InputRoots
 from dancegen.storage.contract import dims_for
-from dancegen.storage.dataset import DatasetStore, Layout
+from dancegen.storage.dataset import DatasetStore, Layout, one_line
 from dancegen.storage.lease import StoreLease, describe
 from dancegen.storage.segments import shard_ranges, stable_order
 from dancegen.tasks import metrics
 from dancegen.tasks.plan import Plan, plan_segments
-from dancegen.tasks.shard import ShardResult, ShardUnit, build_shard
+from dancegen.tasks.shard import ShardResult, ShardUnit
 from dancegen.tasks.stages import STAGES
 
 
@@ -115,6 +116,8 @@ def ray_init_kwargs(ray: RayConfig) -> dict:
         init["address"] = "local"
         if ray.num_cpus is not None:
             init["num_cpus"] = ray.num_cpus
+        if ray.num_gpus is not None:
+            init["num_gpus"] = ray.num_gpus
         if not ray.include_dashboard:
             init["runtime_env"] = {"worker_process_setup_hook":
                                    "dancegen.flows.ray_hooks.quiet_without_dashboard"}
@@ -178,18 +181,6 @@ def pending_units(
                                    roots.pseudo.location.url if roots.pseudo else None,
                                    roots.jukebox_cache))
     return units
-
-
-def _run_units(
-    units: list[ShardUnit], config: DancegenConfig
-) -> Iterator[tuple[ShardUnit, ShardResult | BaseException]]:
-    shard_task = build_shard.with_options(retries=config.ray.retries)
-
-    def submit(unit: ShardUnit) -> Any:
-        with remote_options(**config.ray.resources(unit.stage).ray_options()):
-            return shard_task.submit(unit, config)
-
-    return run_bounded(units, submit, config.ray.max_in_flight)
 
 
 @contextlib.contextmanager
@@ -272,24 +263,40 @@ def _fan_out(dataset: DatasetStore, units: list[ShardUnit], config: DancegenConf
     logger = get_run_logger()
     progress = create_progress_artifact(0.0, key="dataset-build-progress",
                                         description="Shards of this build finished")
-    for done, (unit, outcome) in enumerate(_run_units(units, config), start=1):
+    total = Counter(unit.stage for unit in units)
+    with contextlib.closing(run_stage_units(units, config, logger)) as outcomes:
+        _record_outcomes(dataset, outcomes, len(units), summary, lease, progress, total)
+
+
+def _record_outcomes(dataset: DatasetStore, outcomes: Iterator[tuple[ShardUnit, Any]],
+                     count: int, summary: BuildSummary, lease: StoreLease, progress: Any,
+                     total: Counter) -> None:
+    logger, finished = get_run_logger(), Counter()
+    stage_progress = {stage: create_progress_artifact(
+        0.0, key=f"dataset-build-{stage.replace('_', '-')}",
+        description=f"{stage}: shards of this build finished") for stage in total}
+    for done, (unit, outcome) in enumerate(outcomes, start=1):
         lease.check()
-        metrics.set_queue_depth(dataset.store.url, len(units) - done)
+        metrics.set_queue_depth(dataset.store.url, count - done)
         if isinstance(outcome, ShardResult):
             _write_or_stop(dataset, summary, dataset.clear_failure, unit.unit_id)
             summary.shards_written += 1
             summary.bytes_written += outcome.nbytes
-            logger.info("[%d/%d] %s: %d segments, %.2f MB in %.1f s", done, len(units),
-                        unit.unit_id, outcome.segments, outcome.nbytes / 1e6, outcome.seconds)
+            logger.info("[%d/%d] %s: %d segments, %.2f MB in %.1f s (worker %s, set-ups %s)",
+                        done, count, unit.unit_id, outcome.segments, outcome.nbytes / 1e6,
+                        outcome.seconds, outcome.worker.get("pid"), outcome.worker.get("setups"))
         else:
-            reason = f"{type(outcome).__name__}: {outcome}"
+            reason = one_line(f"{type(outcome).__name__}: {outcome}")
             _write_or_stop(dataset, summary, dataset.record_failure, unit.unit_id, reason,
                            {"kind": "shard", "segments": [s.id for s in unit.segments]})
             summary.shards_failed += 1
             summary.failures[unit.unit_id] = reason
             metrics.record_failure(unit.stage)
-            logger.error("[%d/%d] %s failed: %s", done, len(units), unit.unit_id, reason)
-        update_progress_artifact(progress, 100.0 * done / len(units))
+            logger.error("[%d/%d] %s failed: %s", done, count, unit.unit_id, reason)
+        finished[unit.stage] += 1
+        update_progress_artifact(stage_progress[unit.stage],
+                                 100.0 * finished[unit.stage] / total[unit.stage])
+        update_progress_artifact(progress, 100.0 * done / count)
 
 
 @flow(name="build-dataset", task_runner=RayTaskRunner())

@@ -1,7 +1,7 @@
 """The render stage: SMPL motion -> depth, normal, semantic, skeleton, keypoints, heatmaps, frames.
 
-Per worker process, the body model and the GL renderer are loaded once and reused for every
-segment and frame (both cached per process; Ray reuses worker processes between tasks). Per
+A worker sets the stage up once (:func:`setup_render`: the body model and a GL renderer on the
+GPU Ray gave it) and then renders shard after shard with that :class:`RenderWorker`. Per
 segment, the SMPL forward pass is batched over all its frames; per frame, only one draw call.
 The RGB "person video" is the shaded body over a plain background: a labelled stand-in for
 AIST++ video frames.
@@ -9,7 +9,7 @@ AIST++ video frames.
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +24,7 @@ from dancegen.storage.contract import arrays_of, dims_for
 from dancegen.storage.segments import Segment
 from dancegen.tasks.camera import RenderCamera, sequence_camera
 from dancegen.tasks.pose2d import draw_skeleton, gaussian_heatmaps, keypoints2d
-from dancegen.tasks.renderer import GuidanceRenderer, worker_renderer
+from dancegen.tasks.renderer import GuidanceRenderer
 from dancegen.tasks.segment_inputs import motion_window
 from dancegen.tasks.video_frames import video_frames
 
@@ -71,17 +71,13 @@ class WorkerBody:
     version: str             # change token of the file (size + mtime / ETag)
 
 
-@functools.lru_cache(maxsize=2)
-def _body(location: str, version: str) -> WorkerBody:  # version: reload when the file changes
+def load_worker_body(location: str) -> WorkerBody:
+    """Load the body model at ``location`` onto this process's GPU (or CPU) for rendering."""
+    version = body_model_version(location)
     data = load_body_model(location)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = SMPLBody(data).eval().to(device)
     return WorkerBody(model, model.faces, vertex_part_labels(data.weights), version)
-
-
-def worker_body(location: str) -> WorkerBody:
-    """The process's body model for this file (parsed once per worker, again if it changes)."""
-    return _body(location, body_model_version(location))
 
 
 def batched_vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
@@ -155,23 +151,61 @@ def _render_segment(out: dict[str, np.ndarray], i: int, segment: Segment, window
         out["video/frames"][i] = real
 
 
-def compute_render(
-    segments: list[Segment], roots: InputRoots, config: DancegenConfig
-) -> dict[str, np.ndarray]:
-    """Render every frame of every segment of a shard (roots: where each segment's files are)."""
-    render, data = config.render, config.dataset
-    body = worker_body(resolve_body_model(roots.primary, render))
-    renderer = worker_renderer(
+@dataclass
+class RenderWorker:
+    """The render stage set up in one worker process: a body model and a GL renderer, used
+    for every shard the worker renders."""
+
+    body: WorkerBody
+    renderer: GuidanceRenderer
+
+    def __call__(self, segments: list[Segment], roots: InputRoots,
+                 config: DancegenConfig) -> dict[str, np.ndarray]:
+        """Render every frame of every segment of a shard (roots: where their files are)."""
+        data = config.dataset
+        out = empty_render_arrays(len(segments), config)
+        motions = {}
+        for i, segment in enumerate(segments):
+            inputs, key = roots.of(segment), (segment.source, segment.motion_file)
+            if key not in motions:
+                motions[key] = inputs.load_motion(segment.motion_file)
+            window = motion_window(motions[key], segment.start_s, data.segment_frames, data.fps)
+            _render_segment(out, i, segment, window, self.body, self.renderer, inputs, config)
+        return out
+
+    def close(self) -> None:
+        """Release the GL context."""
+        self.renderer.close()
+
+
+def render_setup_identity(roots: InputRoots, config: DancegenConfig) -> Hashable:
+    """What a :class:`RenderWorker` is built from: a worker sets up again only when it
+    changes (another body model file, or the file changed; another image size or platform)."""
+    render = config.render
+    location = resolve_body_model(roots.primary, render)
+    return (location, body_model_version(location), render.width, render.height,
+            render.platform, tuple(render.background_rgb))
+
+
+def setup_render(roots: InputRoots, config: DancegenConfig) -> RenderWorker:
+    """Load the body model and open the GL renderer (EGL on the worker's GPU, else OSMesa)."""
+    render = config.render
+    body = load_worker_body(resolve_body_model(roots.primary, render))
+    renderer = GuidanceRenderer(
         render.width, render.height, body.faces.cpu().numpy(), body.part_labels,
         PERSON_COLORS, np.array(render.background_rgb, np.uint8),
         None if render.platform == "auto" else render.platform,
     )
-    out = empty_render_arrays(len(segments), config)
-    motions = {}
-    for i, segment in enumerate(segments):
-        inputs, key = roots.of(segment), (segment.source, segment.motion_file)
-        if key not in motions:
-            motions[key] = inputs.load_motion(segment.motion_file)
-        window = motion_window(motions[key], segment.start_s, data.segment_frames, data.fps)
-        _render_segment(out, i, segment, window, body, renderer, inputs, config)
-    return out
+    return RenderWorker(body, renderer)
+
+
+def compute_render(
+    segments: list[Segment], roots: InputRoots, config: DancegenConfig
+) -> dict[str, np.ndarray]:
+    """Render one shard with a render worker of its own, closed afterwards (for one-off use:
+    stage workers keep theirs, see tasks/stage_worker.py)."""
+    worker = setup_render(roots, config)
+    try:
+        return worker(segments, roots, config)
+    finally:
+        worker.close()

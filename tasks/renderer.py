@@ -2,13 +2,14 @@
 
 One pass of a small shader program writes four render targets at once: the shaded "person"
 RGB, camera-space normals, metric depth and the SMPL part label. The context, shaders,
-framebuffer and mesh buffers are created once (:func:`worker_renderer` caches them per process,
-and Ray reuses worker processes between tasks); per frame only the vertex positions and
-normals are uploaded (``glBufferSubData``) and the targets read back.
+framebuffer and mesh buffers are created once per worker (the render stage's set-up,
+tasks/render_stage.py); per frame only the vertex positions and normals are uploaded
+(``glBufferSubData``) and the targets read back.
 
 Platform: OSMesa (software, CPU) or EGL (headless GPU), chosen from PYOPENGL_PLATFORM when set,
 else EGL when CUDA is visible and OSMesa otherwise. PyOpenGL binds its platform at first import,
-so nothing here imports OpenGL before the choice is made.
+so nothing here imports OpenGL before the choice is made. EGL opens the GPU that Ray assigned to
+the worker (:func:`egl_device_index`), not the first GPU of the node.
 
 Cameras follow OpenCV: x right, y down, z forward, pixel centres at integer coordinates.
 """
@@ -16,7 +17,6 @@ Cameras follow OpenCV: x right, y down, z forward, pixel centres at integer coor
 from __future__ import annotations
 
 import ctypes
-import functools
 import os
 from dataclasses import dataclass
 
@@ -80,6 +80,45 @@ def choose_platform() -> str:
     except ImportError:  # torch is always installed with dancegen; be safe anyway
         gpu = False
     return "egl" if gpu else "osmesa"
+
+
+EGL_CUDA_DEVICE_NV = 0x323A  # EGL_NV_device_cuda: the CUDA device ordinal of an EGL device
+
+
+def egl_device_index(cuda_ordinals: list[int | None], visible: str | None) -> int:
+    """Which EGL device renders for this process.
+
+    ``cuda_ordinals``: per EGL device, its ``EGL_CUDA_DEVICE_NV`` (None where the driver has
+    no answer); ``visible``: CUDA_VISIBLE_DEVICES, which Ray sets to the GPUs it assigned.
+    EGL enumerates every GPU of the node whatever CUDA_VISIBLE_DEVICES says, so device 0 is
+    the node's first GPU for every worker. The CUDA ordinal counts visible devices only (the
+    way nvdiffrast matches them), so the device whose ordinal is 0 is the first GPU Ray
+    assigned; without the extension, the first assigned GPU's index in the node is used.
+    """
+    if 0 in cuda_ordinals:
+        return cuda_ordinals.index(0)
+    first = (visible or "").split(",")[0].strip()
+    if first.isdigit() and int(first) < len(cuda_ordinals):
+        return int(first)
+    return 0
+
+
+def _assigned_egl_device():  # pragma: no cover - needs an NVIDIA GPU with EGL
+    """pyrender's EGL device for the GPU Ray assigned to this process."""
+    from OpenGL import EGL as egl
+    from pyrender.platforms import egl as pyrender_egl
+
+    devices = pyrender_egl.query_devices()
+    query = pyrender_egl._get_egl_func("eglQueryDeviceAttribEXT", egl.EGLBoolean,
+                                       pyrender_egl._EGLDeviceEXT, egl.EGLint,
+                                       ctypes.POINTER(ctypes.c_ssize_t))  # EGLAttrib: intptr
+    ordinals: list[int | None] = []
+    for device in devices:
+        value = ctypes.c_ssize_t(-1)
+        found = query is not None and query(device._display, EGL_CUDA_DEVICE_NV,
+                                            ctypes.byref(value))
+        ordinals.append(value.value if found else None)
+    return devices[egl_device_index(ordinals, os.environ.get("CUDA_VISIBLE_DEVICES"))]
 
 
 def projection_matrix(K: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -158,7 +197,7 @@ class GuidanceRenderer:
         if self.platform_name == "egl":
             from pyrender.platforms.egl import EGLPlatform
 
-            return EGLPlatform(self.width, self.height)
+            return EGLPlatform(self.width, self.height, device=_assigned_egl_device())
         from pyrender.platforms.osmesa import OSMesaPlatform
 
         return OSMesaPlatform(self.width, self.height)
@@ -269,27 +308,3 @@ class GuidanceRenderer:
     def close(self) -> None:
         """Release the GL context."""
         self._platform.delete_context()
-
-
-@functools.lru_cache(maxsize=2)
-def _cached_renderer(width: int, height: int, platform: str | None, faces: bytes, labels: bytes,
-                     colors: bytes, background: bytes) -> GuidanceRenderer:
-    # keyed on the mesh's bytes: a worker that sees another body model gets another renderer
-    return GuidanceRenderer(
-        width, height, np.frombuffer(faces, np.uint32).reshape(-1, 3),
-        np.frombuffer(labels, np.uint8), np.frombuffer(colors, np.float32).reshape(-1, 3),
-        np.frombuffer(background, np.uint8), platform,
-    )
-
-
-def worker_renderer(width: int, height: int, faces: np.ndarray,
-                    vertex_labels: np.ndarray, part_colors: np.ndarray, background: np.ndarray,
-                    platform: str | None = None) -> GuidanceRenderer:
-    """The process's renderer for this size and mesh (created on first use, then reused)."""
-    return _cached_renderer(
-        width, height, platform,
-        np.ascontiguousarray(faces, np.uint32).tobytes(),
-        np.ascontiguousarray(vertex_labels, np.uint8).tobytes(),
-        np.ascontiguousarray(part_colors, np.float32).tobytes(),
-        np.ascontiguousarray(background, np.uint8).tobytes(),
-    )

@@ -1,20 +1,26 @@
-"""The unit of work: compute one stage for one shard and write it straight to the store."""
+"""The unit of work: compute one stage for one shard and write it straight to the store.
+
+A :class:`StageWorker` is one worker process's copy of a stage. It runs the stage's set-up
+(body model, GL context) on first use, and again only when what the set-up is built from
+changes, then builds shard after shard. The build runs one per long-lived Ray actor
+(flows/stage_pool.py), or one per Ray task with ``ray.stages.<stage>.actors: 0``. Every
+completion record names the worker process and how many set-ups it ran, so that the store
+shows whether set-up ran once per worker.
+"""
 
 from __future__ import annotations
 
+import os
 import time
-from dataclasses import dataclass
-
-from prefect import task
-from prefect.cache_policies import NO_CACHE
+from collections.abc import Hashable
+from dataclasses import dataclass, field
 
 from dancegen.config import DancegenConfig
 from dancegen.storage.aistpp import InputRoots
 from dancegen.storage.dataset import DatasetStore
 from dancegen.storage.segments import Segment
 from dancegen.tasks import metrics
-from dancegen.tasks.retries import retry_unless_deterministic
-from dancegen.tasks.stages import STAGES
+from dancegen.tasks.stages import STAGES, ComputeFn, Stage
 
 
 @dataclass(frozen=True)
@@ -45,28 +51,68 @@ class ShardResult:
     segments: int
     nbytes: int
     seconds: float
+    worker: dict[str, int] = field(default_factory=dict)  # {"pid": ..., "setups": ...}
 
 
-def build_shard_now(unit: ShardUnit, config: DancegenConfig) -> ShardResult:
-    """Compute ``unit.stage`` for the shard's segments and write arrays + completion record."""
-    started = time.perf_counter()
-    stage = STAGES[unit.stage]
-    roots = InputRoots.parse(unit.inputs_url, unit.pseudo_url, unit.jukebox_cache)
-    arrays = stage.compute(unit.segments, roots, config)
-    dataset = DatasetStore(unit.store_url, unit.version)
-    nbytes = dataset.write_shard(unit.stage, unit.shard, arrays, dict(unit.key))
-    frames = len(unit.segments) * config.dataset.segment_frames
-    metrics.record_shard(unit.stage, len(unit.segments), frames, nbytes)
-    return ShardResult(unit.unit_id, len(unit.segments), nbytes, time.perf_counter() - started)
+_NOT_SET_UP = object()
 
 
-@task(
-    name="build-shard",
-    task_run_name="{unit.stage}-shard-{unit.shard}",
-    cache_policy=NO_CACHE,       # completion records in the store are the cache
-    persist_result=False,        # results are small and the arrays are already in the store
-    retry_condition_fn=retry_unless_deterministic,
-)
-def build_shard(unit: ShardUnit, config: DancegenConfig) -> ShardResult:
-    """Prefect task (run on a Ray worker): build one shard of one stage."""
-    return build_shard_now(unit, config)
+class StageWorker:
+    """One process's copy of a stage: set up once, then shard after shard (a Ray actor)."""
+
+    def __init__(self, stage: Stage) -> None:
+        self.stage = stage
+        self.setups = 0
+        self._identity: Hashable = _NOT_SET_UP
+        self._compute: ComputeFn | None = None
+
+    def ready(self) -> int:
+        """The worker's process id, once it is up (the pool waits for it before timing units)."""
+        return os.getpid()
+
+    def _computer(self, roots: InputRoots, config: DancegenConfig) -> ComputeFn:
+        identity = self.stage.identity(roots, config)
+        if self._compute is None or identity != self._identity:
+            self.close()
+            self._compute = self.stage.set_up(roots, config)
+            self._identity = identity
+            self.setups += 1
+        return self._compute
+
+    def build_shard(self, unit: ShardUnit, config: DancegenConfig) -> ShardResult:
+        """Compute the unit's stage for its shard and write arrays + completion record."""
+        started = time.perf_counter()
+        roots = InputRoots.parse(unit.inputs_url, unit.pseudo_url, unit.jukebox_cache)
+        arrays = self._computer(roots, config)(unit.segments, roots, config)
+        worker = {"pid": os.getpid(), "setups": self.setups}
+        dataset = DatasetStore(unit.store_url, unit.version)
+        nbytes = dataset.write_shard(unit.stage, unit.shard, arrays,
+                                     {**unit.key, "worker": worker})
+        frames = len(unit.segments) * config.dataset.segment_frames
+        metrics.record_shard(unit.stage, len(unit.segments), frames, nbytes)
+        return ShardResult(unit.unit_id, len(unit.segments), nbytes,
+                           time.perf_counter() - started, worker)
+
+    def close(self) -> None:
+        """Release what the set-up holds (a GL context), if anything."""
+        close = getattr(self._compute, "close", None)
+        if close is not None:
+            close()
+        self._compute = None
+
+    def __repr__(self) -> str:  # the actor's name on the Ray dashboard
+        return f"StageWorker({self.stage.name})"
+
+
+_PROCESS_WORKERS: dict[str, StageWorker] = {}
+
+
+def build_shard_now(unit: ShardUnit, config: DancegenConfig,
+                    stage: Stage | None = None) -> ShardResult:
+    """Build one shard in this process, with this process's worker for the stage (one Ray
+    task per shard runs this; so do benchmarks and tests in-process)."""
+    stage = stage or STAGES[unit.stage]
+    worker = _PROCESS_WORKERS.get(stage.name)
+    if worker is None or worker.stage != stage:
+        worker = _PROCESS_WORKERS[stage.name] = StageWorker(stage)
+    return worker.build_shard(unit, config)

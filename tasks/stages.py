@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +28,8 @@ from dancegen.tasks.segment_inputs import audio_window, motion_window, resample_
 
 ComputeFn = Callable[[list[Segment], InputRoots, DancegenConfig], dict[str, np.ndarray]]
 SharedFn = Callable[[InputRoots, DancegenConfig], str]
+SetupFn = Callable[[InputRoots, DancegenConfig], ComputeFn]
+IdentityFn = Callable[[InputRoots, DancegenConfig], Hashable]
 
 
 def compute_motion(
@@ -131,15 +133,34 @@ def compute_edge_repr(
 
 @dataclass(frozen=True)
 class Stage:
-    """A dataset stage. Bump ``version`` whenever ``compute`` changes its output."""
+    """A dataset stage. Bump ``version`` whenever its output changes.
+
+    A stage computes one shard with ``compute``, or, when it needs heavy state (a body model,
+    a GL context), with what ``setup`` returns: a worker process runs ``setup`` once and then
+    calls the result for shard after shard, until ``setup_identity`` (what that state is
+    built from) changes.
+    """
 
     name: str
     version: int
     segment_inputs: tuple[str, ...]   # Segment fields naming the inputs it reads
     config_sections: tuple[str, ...]  # DancegenConfig sections its output depends on
-    compute: ComputeFn
+    compute: ComputeFn | None = None
     # digest of inputs shared by every segment (body model, cameras), computed once per build
     shared_inputs: SharedFn | None = None
+    setup: SetupFn | None = None
+    setup_identity: IdentityFn | None = None
+
+    def set_up(self, roots: InputRoots, config: DancegenConfig) -> ComputeFn:
+        """What a worker calls per shard: ``setup``'s result, or ``compute`` itself."""
+        if self.setup is not None:
+            return self.setup(roots, config)
+        assert self.compute is not None, f"stage {self.name} has neither compute nor setup"
+        return self.compute
+
+    def identity(self, roots: InputRoots, config: DancegenConfig) -> Hashable:
+        """What the worker's set-up is built from (None: nothing, it never changes)."""
+        return self.setup_identity(roots, config) if self.setup_identity else None
 
     def shared_digest(self, roots: InputRoots, config: DancegenConfig) -> str:
         """Digest of the stage's shared inputs ("" when it has none)."""
@@ -182,12 +203,17 @@ def render_shared_digest(roots: InputRoots, config: DancegenConfig) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
-def _compute_render(segments: list[Segment], roots: InputRoots,
-                    config: DancegenConfig) -> dict[str, np.ndarray]:
+def _setup_render(roots: InputRoots, config: DancegenConfig) -> ComputeFn:
     # imported on use: GL and the body model are only needed on render workers
-    from dancegen.tasks.render_stage import compute_render
+    from dancegen.tasks.render_stage import setup_render
 
-    return compute_render(segments, roots, config)
+    return setup_render(roots, config)
+
+
+def _render_identity(roots: InputRoots, config: DancegenConfig) -> Hashable:
+    from dancegen.tasks.render_stage import render_setup_identity
+
+    return render_setup_identity(roots, config)
 
 
 STAGES: dict[str, Stage] = {
@@ -198,7 +224,8 @@ STAGES: dict[str, Stage] = {
         Stage("jukebox", 1, ("music_sha256",), ("dataset", "jukebox"), compute_jukebox,
               jukebox_shared_digest),
         Stage("edge_repr", 1, ("motion_sha256",), ("dataset",), compute_edge_repr),
-        Stage("render", 1, ("motion_sha256",), ("dataset", "render"), _compute_render,
-              render_shared_digest),
+        Stage("render", 1, ("motion_sha256",), ("dataset", "render"),
+              shared_inputs=render_shared_digest, setup=_setup_render,
+              setup_identity=_render_identity),
     )
 }

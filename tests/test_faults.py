@@ -38,7 +38,8 @@ from dancegen.storage.verify import verify_dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server", "ray_cluster")]
 REPO = Path(__file__).resolve().parents[1]
-TASK_TITLE = "ray::build-shard"  # a Ray worker's process title while it runs a shard
+# a Ray worker's process title while it builds a shard: a stage actor, or a per-shard Ray task
+TASK_TITLES = ("ray::StageWorker.build_shard", "ray::build-shard")
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,7 @@ def busy_workers() -> list[psutil.Process]:
     found = []
     for process in psutil.Process().children(recursive=True):
         try:
-            if process.cmdline()[:1] and process.cmdline()[0].startswith(TASK_TITLE):
+            if process.cmdline()[:1] and process.cmdline()[0].startswith(TASK_TITLES):
                 found.append(process)
         except psutil.Error:
             continue

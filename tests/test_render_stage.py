@@ -16,8 +16,8 @@ from dancegen.tasks.plan import plan_segments_from
 from dancegen.tasks.pose2d import DWPOSE_COLORS
 from dancegen.tasks.render_stage import (
     compute_render,
+    load_worker_body,
     resolve_body_model,
-    worker_body,
 )
 from dancegen.tasks.segment_inputs import motion_window
 
@@ -47,7 +47,7 @@ def camera_and_vertices(fixtures_dir: Path, segment: Segment, config: DancegenCo
     import torch
 
     inputs = AistppInputs(str(fixtures_dir))
-    body = worker_body(resolve_body_model(inputs, config.render))
+    body = load_worker_body(resolve_body_model(inputs, config.render))
     window = motion_window(inputs.load_motion(segment.motion_file), segment.start_s,
                            config.dataset.segment_frames, config.dataset.fps)
     camera = sequence_camera(inputs, segment.sequence, config.render, window.scaling)

@@ -8,7 +8,7 @@ import trimesh
 
 from dancegen.tasks.camera import crop_intrinsics, look_at
 from dancegen.tasks.pose2d import project
-from dancegen.tasks.renderer import GuidanceRenderer, vertex_normals, worker_renderer
+from dancegen.tasks.renderer import GuidanceRenderer, egl_device_index, vertex_normals
 
 W = H = 128
 K = np.array([[150.0, 0, 63.5], [0, 150.0, 63.5], [0, 0, 1]])
@@ -27,7 +27,7 @@ def sphere() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def renderer(sphere) -> GuidanceRenderer:
     _, faces, labels = sphere
     colors = np.linspace(0.2, 1.0, 25 * 3).reshape(25, 3).astype(np.float32)
-    return worker_renderer(W, H, faces, labels, colors, np.array([10, 20, 30]))
+    return GuidanceRenderer(W, H, faces, labels, colors, np.array([10, 20, 30]))
 
 
 def analytic_depth() -> np.ndarray:
@@ -85,12 +85,15 @@ def test_projected_vertices_fall_on_the_silhouette(renderer, sphere) -> None:
     assert tuple(background) == (10, 20, 30)
 
 
-def test_renderer_is_reused_per_worker(sphere) -> None:
-    _, faces, labels = sphere
-    colors = np.zeros((25, 3), np.float32)
-    first = worker_renderer(W, H, faces, labels, colors, np.zeros(3, np.uint8))
-    again = worker_renderer(W, H, faces, labels, colors, np.zeros(3, np.uint8))
-    assert first is again
+def test_egl_opens_the_gpu_ray_assigned() -> None:
+    # an 8-GPU node: EGL lists all eight; the driver numbers only the visible ones for CUDA
+    assert egl_device_index([None, None, 0, None], "2") == 2
+    assert egl_device_index([None, None, None, 0, 1], "3,4") == 3
+    # a driver without EGL_NV_device_cuda: the first assigned GPU's index in the node
+    assert egl_device_index([None] * 8, "5,6") == 5
+    # nothing assigned (CPU worker, or UUIDs this cannot map): the default device
+    assert egl_device_index([None] * 2, None) == 0
+    assert egl_device_index([None] * 2, "GPU-8f0c") == 0
 
 
 def test_moving_the_mesh_moves_the_render(renderer, sphere) -> None:
