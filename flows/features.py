@@ -68,7 +68,7 @@ def extract_jukebox_features(dataset: DatasetStore, roots: InputRoots, segments:
         units.append(FeatureUnit(root, segment.music_file, sha, vqvae_url, prior_url, cache.url))
     logger = get_run_logger()
     logger.info("Jukebox features: %d tracks to extract, %d cached", len(units), outcome.cached)
-    results = run_per_track(units, extract_track, "jukebox", config, dataset,
+    results = run_per_track(units, extract_track, "jukebox_extract", config, dataset,
                             outcome.failures, "features")
     for unit, result in results:
         outcome.extracted += 1

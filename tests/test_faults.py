@@ -158,7 +158,7 @@ def test_worker_killed_mid_shard_is_retried(small_inputs: Path, tmp_path: Path,
     assert summary["shards_written"] == checked and summary["failed"] == 0
     assert not dataset.failures()
     record("kill -9 of a Ray worker mid-shard", tried=checked, lost=0, recomputed=1,
-           note="the killed shard ran again (Ray retries a task whose worker died)")
+           note="the killed shard ran again (a new actor replaced the dead one)")
 
 
 # --- 2. the S3 server stopped mid-run, then back -----------------------------------------
