@@ -86,6 +86,19 @@ def scaling_rows(fig: Figures) -> list[Row]:
             for run in others]
 
 
+def actor_rows(fig: Figures) -> list[Row]:
+    """Rows of benchmarks/actors.py."""
+    actors, per_task = fig["sides"]["actors"], fig["sides"]["per-task"]
+    what = f"{actors['shards']} shards, {fig['params']['resolution']} px, fake GPUs"
+    return [
+        Row("actors", f"render stage via the flow on long-lived actors ({what})",
+            "one Ray task per shard", actors["fps"], per_task["fps"], "frames/s"),
+        Row("actors", "model set-ups per shard (body model + GL context)",
+            "one Ray task per shard", actors["setups_per_shard"], per_task["setups_per_shard"],
+            "set-ups"),
+    ]
+
+
 def ldm_rows(fig: Figures) -> list[Row]:
     """Stages 1 and 3 against the image stage, per frame; steps/s beside each."""
     stages = {s["stage"]: s for s in fig["stages"]}
@@ -139,8 +152,8 @@ BENCHMARKS = [
               "flow on a local Prefect server and a local Ray with one CPU, and by a plain loop "
               "in one process (plan, prepare the store, `build_shard_now` per unit). Both are "
               "serial and single-threaded, so the ratio (> 1) is the orchestration's price: "
-              "Prefect task runs and states, Ray scheduling, failure bookkeeping and the build "
-              "lease; the per-unit row spreads it over the units. Start-up (server, "
+              "starting each stage's actor, Ray scheduling, failure bookkeeping, progress "
+              "artifacts and the build lease; the per-unit row spreads it over the units. Start-up (server, "
               "`ray.init`) is paid once per command and is not in the flow's figure."),
     Benchmark("scaling", ["--repeat", "2"], ["--resolution", "64"], scaling_rows,
               "The render stage of the fixtures (one segment per shard) built by the flow on a "
@@ -149,6 +162,14 @@ BENCHMARKS = [
               "the speed-up of 2 workers over 1: at most about 2 on a 2-core machine, where the "
               "flow, the Prefect server and Ray's daemons share the cores with the workers, "
               "and lower whenever another job runs beside it (see the load average above)."),
+    Benchmark("actors", ["--repeat", "2"], ["--resolution", "64"], actor_rows,
+              "The render stage of the fixtures (one segment per shard) built by the flow on a "
+              "local Ray with 2 CPUs that pretends to have 2 GPUs, render workers taking half "
+              "a GPU: on long-lived actors (each sets up the body model and GL context once) "
+              "against `ray.stages.render.actors=0`, one Ray task per shard, which for a GPU "
+              "task is a fresh process each time (Ray's `max_calls=1`). Set-ups are counted "
+              "from the completion records' `worker` field. Higher frames/s and fewer set-ups "
+              "per shard are better."),
     Benchmark("ldm", ["--repeat", "3"], ["--repeat", "1"], ldm_rows,
               "One optimisation step (forward, backward, AdamW) of each LDM stage's objective "
               "on random inputs at batch 1, the tiny `configs/local-cpu.yaml` models. Steps "

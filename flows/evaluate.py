@@ -78,10 +78,13 @@ def evaluate(
     logger.info("evaluating %d clips of the %s split (%d already done) into %s",
                 len(todo), settings.split, len(clips) - len(todo), evaluation.url)
 
+    resources = config.ray.resources("evaluate")
+    clip_task = evaluate_clip_task.with_options(retries=config.ray.retries,
+                                                timeout_seconds=resources.timeout_s)
+
     def submit(unit: tuple[int, str]):
-        with remote_options(**config.ray.resources("evaluate").ray_options()):
-            return evaluate_clip_task.with_options(retries=config.ray.retries).submit(
-                out, config, *unit)
+        with remote_options(**resources.ray_options()):
+            return clip_task.submit(out, config, *unit)
 
     for (_, clip), result in run_bounded(todo, submit, config.ray.max_in_flight):
         if isinstance(result, BaseException):

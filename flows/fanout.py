@@ -41,12 +41,14 @@ def run_per_track(units: list[Unit], task: Any, stage: str, config: DancegenConf
                   kind: str) -> Iterator[tuple[Unit, Any]]:
     """One ``task`` per track unit, with ``ray.stages.<stage>`` resources and the config's
     retries; a failure is recorded in the store (and in ``failures``) and the others go on, a
-    success clears the unit's old failure. Yields (unit, result) of the successes."""
+    success clears the unit's old failure. A unit past the stage's ``timeout_s`` fails with
+    a timeout. Yields (unit, result) of the successes."""
     logger = get_run_logger()
-    task = task.with_options(retries=config.ray.retries)
+    resources = config.ray.resources(stage)
+    task = task.with_options(retries=config.ray.retries, timeout_seconds=resources.timeout_s)
 
     def submit(unit: Any) -> Any:
-        with remote_options(**config.ray.resources(stage).ray_options()):
+        with remote_options(**resources.ray_options()):
             return task.submit(unit, config)
 
     for unit, result in run_bounded(units, submit, config.ray.max_in_flight):
