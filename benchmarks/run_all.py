@@ -153,8 +153,9 @@ BENCHMARKS = [
               "in one process (plan, prepare the store, `build_shard_now` per unit). Both are "
               "serial and single-threaded, so the ratio (> 1) is the orchestration's price: "
               "starting each stage's actor, Ray scheduling, failure bookkeeping, progress "
-              "artifacts and the build lease; the per-unit row spreads it over the units. Start-up (server, "
-              "`ray.init`) is paid once per command and is not in the flow's figure."),
+              "artifacts and the build lease; the per-unit row spreads it over the units. "
+              "Start-up (server, `ray.init`) is paid once per command and is not in the "
+              "flow's figure."),
     Benchmark("scaling", ["--repeat", "2"], ["--resolution", "64"], scaling_rows,
               "The render stage of the fixtures (one segment per shard) built by the flow on a "
               "local Ray of 1 and then 2 CPUs, each after a warm-up, with every worker "
