@@ -46,11 +46,20 @@ def _fail(error: DancegenError) -> None:
 def fixtures(
     out: Annotated[Path, typer.Argument(help="Folder to write the synthetic AIST++ layout to.")],
     seed: Annotated[int, typer.Option(help="Random seed of music and choreography.")] = 0,
+    sequences: Annotated[int | None, typer.Option(
+        help="Write this many sequences (AIST++ names, 60 shared musics) instead of the "
+             "seven default ones: inputs of any size, e.g. 1000 x 56 s for a paper-size "
+             "dry run.", min=1)] = None,
+    seconds: Annotated[float, typer.Option(
+        help="Length of each of --sequences (11 five-second segments at 56 s).",
+        min=5.0)] = 56.0,
 ) -> None:
     """Write a procedural, SYNTHETIC stand-in for AIST++ (motions, splits, cameras, music)."""
     from dancegen.fixtures import write_fixtures
+    from dancegen.fixtures.layout import scaled_sequences
 
-    path = write_fixtures(out, seed=seed)
+    chosen = None if sequences is None else scaled_sequences(sequences, seconds)
+    path = write_fixtures(out, chosen, seed=seed)
     typer.echo(f"wrote synthetic AIST++-layout fixtures to {path} (see {path}/SYNTHETIC.md)")
 
 

@@ -121,10 +121,11 @@ class StorageConfig(_Strict):
 class StageResources(_Strict):
     """Ray resources of one worker of a stage, and how the stage's units run on Ray.
 
-    Dataset stages (``motion``, ``render``, ...) run on long-lived actors, each set up once
-    (body model, GL context) and then fed shard after shard; ``actors: 0`` runs them as one
-    Ray task per shard instead. Per-track stages (``synthesis``, ``jukebox_extract``,
-    ``evaluate``) and training run as Prefect tasks on Ray workers with these resources.
+    Dataset stages with a set-up or GPUs (``render``) run on long-lived actors, each set up
+    once (body model, GL context) and then fed shard after shard; the others (``motion``,
+    ``music``, ...) and any stage with ``actors: 0`` run as one Ray task per shard.
+    Per-track stages (``synthesis``, ``jukebox_extract``, ``evaluate``) and training run as
+    Prefect tasks on Ray workers with these resources.
     """
 
     num_cpus: float = Field(1.0, ge=0)
@@ -133,7 +134,8 @@ class StageResources(_Strict):
         None, gt=0, description="peak memory of one worker (Ray schedules by it; pods cap it)")
     actors: int | None = Field(
         None, ge=0, description="dataset stages: long-lived actors; null = as many as the "
-                                "cluster fits, 0 = one Ray task per shard (no set-up reuse)")
+                                "cluster fits for a stage with a set-up (render) or GPUs, "
+                                "else one Ray task per shard; 0 = always one Ray task per shard")
     timeout_s: float = Field(
         3600.0, gt=0, description="a unit running longer fails with a timeout and its worker "
                                   "is stopped (a hung GL call or S3 read cannot be interrupted)")

@@ -66,6 +66,8 @@ class BuildSummary:
     features_failed: int = 0
     bytes_written: int = 0
     seconds: float = 0.0
+    unit_seconds: float = 0.0  # time spent inside the shard units, summed over workers
+    phases: dict[str, float] = field(default_factory=dict)  # plan_s, prepare_s, fan_out_s
     failures: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -282,6 +284,7 @@ def _record_outcomes(dataset: DatasetStore, outcomes: Iterator[tuple[ShardUnit, 
             _write_or_stop(dataset, summary, dataset.clear_failure, unit.unit_id)
             summary.shards_written += 1
             summary.bytes_written += outcome.nbytes
+            summary.unit_seconds += outcome.seconds
             logger.info("[%d/%d] %s: %d segments, %.2f MB in %.1f s (worker %s, set-ups %s)",
                         done, count, unit.unit_id, outcome.segments, outcome.nbytes / 1e6,
                         outcome.seconds, outcome.worker.get("pid"), outcome.worker.get("setups"))
@@ -320,10 +323,15 @@ def build_dataset(
     summary = BuildSummary(store=dataset.store.url, version=dataset.version)
 
     plan = plan_segments(inputs, config)
+    summary.phases["plan_s"] = time.perf_counter() - started
     dataset.store.check_reachable()
     with _build_lease(dataset, config) as lease:  # one build of a store at a time
+        phase = time.perf_counter()
         units = _prepare(dataset, AistppInputs(inputs), plan, config, summary)
+        summary.phases["prepare_s"] = time.perf_counter() - phase
+        phase = time.perf_counter()
         _fan_out(dataset, units, config, summary, lease)
+        summary.phases["fan_out_s"] = time.perf_counter() - phase
     summary.seconds = time.perf_counter() - started
     create_markdown_artifact(summary.markdown(), key="dataset-build-summary",
                              description=summary.headline())

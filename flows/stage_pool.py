@@ -1,10 +1,11 @@
 """Run a build's shard units on Ray: every stage at once, each on workers of its own.
 
 Each stage gets a *lane*: long-lived Ray actors (:class:`~dancegen.tasks.shard.StageWorker`,
-set up once each: body model, GL context) fed one unit at a time, or, with
-``ray.stages.<stage>.actors: 0``, one Ray task per unit. Lanes run side by side, so the CPU
-stages overlap the GPU ones, each within ``ray.stages.<stage>`` resources; a stage's units in
-flight are bounded by its workers (backpressure), and all of them by ``ray.max_in_flight``.
+set up once each: body model, GL context) fed one unit at a time, or one Ray task per unit
+(stages with neither a set-up nor a GPU, or ``ray.stages.<stage>.actors: 0``). Lanes run
+side by side, so the CPU stages overlap the GPU ones, each within ``ray.stages.<stage>``
+resources; a stage's units in flight are bounded by its workers (backpressure), and all of
+them by ``ray.max_in_flight``.
 
 A unit that runs past ``timeout_s`` has its worker stopped (a hung GL call or S3 read cannot
 be interrupted otherwise) and fails with :class:`UnitTimeout`; a dead worker is replaced.
@@ -90,7 +91,12 @@ class _Lane:
         self.idle: list[Any] = []
         self.actors = 0                        # alive: starting, idle or running a unit
         self.start_failures = 0
-        self.per_task = self.resources.actors == 0
+        # actors buy one set-up per worker; a stage without set-up or GPU gains nothing from
+        # them and would pay a process start per build, so by default it runs as Ray tasks
+        # on Ray's pooled (reused) workers
+        self.per_task = self.resources.actors == 0 or (
+            self.resources.actors is None and stage.setup is None
+            and self.resources.num_gpus == 0)
         self.size = min(len(units), config.ray.max_in_flight, self._workers())
         if self.per_task:
             self._task = ray.remote(**_task_options(self.resources))(build_shard_now)

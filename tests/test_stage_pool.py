@@ -59,9 +59,10 @@ def test_render_on_fake_gpus_sets_up_once_per_actor(tmp_path: Path) -> None:
     assert len(pids) < shards / 2, pids  # 2 CPUs: at most two render actors at once
 
 
+@pytest.mark.parametrize("actors", [2, 0], ids=["on-actors", "as-ray-tasks"])
 def test_a_hung_unit_fails_alone_on_its_timeout_and_a_rerun_completes_it(
         fixtures_dir: Path, tmp_path: Path, config: DancegenConfig,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, actors: int) -> None:
     real = stage_registry.STAGES["motion"]
 
     def hangs_on_one_sequence(segments, roots, config):  # pickled by value to the actors
@@ -72,7 +73,7 @@ def test_a_hung_unit_fails_alone_on_its_timeout_and_a_rerun_completes_it(
     hanging = Stage(real.name, real.version, real.segment_inputs, real.config_sections,
                     hangs_on_one_sequence)
     monkeypatch.setitem(stage_registry.STAGES, "motion", hanging)
-    cfg = one_segment_per_shard(config, ["motion"], motion={"timeout_s": 3.0})
+    cfg = one_segment_per_shard(config, ["motion"], motion={"timeout_s": 3.0, "actors": actors})
     cfg = cfg.model_copy(update={"ray": cfg.ray.model_copy(update={"retries": 1})})
     out = tmp_path / "store.zarr"
     started = time.monotonic()
