@@ -217,7 +217,7 @@ def _prepare(dataset: DatasetStore, source: AistppInputs, plan: Plan,
     input_failures.update({u: r for u, r in synthesis.failures.items() if u not in track_failures})
     planned = list(plan.segments)
     if pseudo_url is not None:
-        pseudo_plan = plan_segments(pseudo_url, config)
+        pseudo_plan = plan_segments(pseudo_url, config, dataset.store)
         planned += pseudo_plan.segments
         input_failures.update(pseudo_plan.failed)
     previous = dataset.segments() if dataset.version in DatasetStore.versions(dataset.store) \
@@ -322,9 +322,9 @@ def build_dataset(
     dataset = DatasetStore(out, config.dataset.version)
     summary = BuildSummary(store=dataset.store.url, version=dataset.version)
 
-    plan = plan_segments(inputs, config)
-    summary.phases["plan_s"] = time.perf_counter() - started
     dataset.store.check_reachable()
+    plan = plan_segments(inputs, config, dataset.store)  # reads only new or changed files
+    summary.phases["plan_s"] = time.perf_counter() - started
     with _build_lease(dataset, config) as lease:  # one build of a store at a time
         phase = time.perf_counter()
         units = _prepare(dataset, AistppInputs(inputs), plan, config, summary)

@@ -162,13 +162,29 @@ class AistppInputs:
         return "synthetic" if self.synthetic else "aistpp"
 
     @cached_property
-    def _files(self) -> list[str]:
+    def _listing(self) -> dict[str, str]:
+        """Every file under the root -> its cheap version, from one listing (size + mtime
+        locally, size + ETag on S3): what planning keys its kept facts on."""
         try:
-            found = self.location.fs.find(self.location.root)
+            found = self.location.fs.find(self.location.root, detail=True)
         except FileNotFoundError:
             raise InputError(f"inputs folder {self.location.url} does not exist") from None
         root = self.location.root.rstrip("/") + "/"
-        return sorted(path.removeprefix(root) for path in found)
+        return {path.removeprefix(root): f"{info.get('size')}:"
+                f"{info.get('ETag') or info.get('mtime') or info.get('LastModified')}"
+                for path, info in sorted(found.items())}
+
+    @cached_property
+    def _files(self) -> list[str]:
+        return list(self._listing)
+
+    def file_keys(self) -> list[str]:
+        """Every file under the root, relative to it."""
+        return list(self._files)
+
+    def file_version(self, key: str) -> str | None:
+        """The listed version of ``key`` (None when it is not listed)."""
+        return self._listing.get(key)
 
     def _music_file(self, music_id: str) -> str | None:
         for suffix in AUDIO_SUFFIXES:
@@ -304,8 +320,10 @@ class AistppInputs:
     def load_motion(self, key: str) -> Motion:
         """Load and validate a motion file: an AIST++ pickle (read without running code from
         it) or dancegen's pickle-free ``.npz``."""
+        return self._parse_motion(key, self.read_bytes(key))
+
+    def _parse_motion(self, key: str, data: bytes) -> Motion:
         where = f"{self.location.url}/{key}"
-        data = self.read_bytes(key)
         if key.endswith(".npz"):
             return _motion_from(_npz_motion(data, where), where)
         return _motion_from(safe_loads(data, where, "motion pickle"), where)
@@ -313,6 +331,20 @@ class AistppInputs:
     def audio_seconds(self, key: str) -> float:
         """Duration of an audio file; corrupt files are InputErrors."""
         return audio_seconds(self.read_bytes(key), f"{self.location.url}/{key}")
+
+    def motion_facts(self, key: str) -> dict[str, float | str]:
+        """What planning needs of a motion file, from one read: its sha256, length in
+        seconds, fps and body scale (the file is validated as :meth:`load_motion` does)."""
+        data = self.read_bytes(key)
+        motion = self._parse_motion(key, data)
+        return {"sha256": hashlib.sha256(data).hexdigest(), "seconds": motion.seconds,
+                "fps": motion.fps, "scaling": motion.scaling}
+
+    def music_facts(self, key: str) -> dict[str, float | str]:
+        """Its sha256 and duration (the whole file decoded and checked), from one read."""
+        data = self.read_bytes(key)
+        return {"sha256": hashlib.sha256(data).hexdigest(),
+                "seconds": audio_seconds(data, f"{self.location.url}/{key}")}
 
     def load_audio(self, key: str) -> tuple[np.ndarray, int]:
         """Decode a whole audio file (any common format) to mono float32 at its native rate."""
