@@ -116,7 +116,7 @@ class LocalCluster:
                 process.send_signal(signal.SIGTERM)
             except psutil.Error:
                 continue
-        _, alive = psutil.wait_procs(list(everything.values()), timeout=10)
+        _, alive = psutil.wait_procs(list(everything.values()), timeout=3)
         for process in alive:
             try:
                 process.kill()

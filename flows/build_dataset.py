@@ -181,7 +181,7 @@ def pending_units(
                                    roots.primary.location.url, stage_name, shard,
                                    shard_segments, key,
                                    roots.pseudo.location.url if roots.pseudo else None,
-                                   roots.jukebox_cache))
+                                   roots.jukebox_cache, rows.start))
     return units
 
 
@@ -266,14 +266,19 @@ def _fan_out(dataset: DatasetStore, units: list[ShardUnit], config: DancegenConf
     progress = create_progress_artifact(0.0, key="dataset-build-progress",
                                         description="Shards of this build finished")
     total = Counter(unit.stage for unit in units)
+    failed_before = set(dataset.failures())  # one listing, not a delete per finished unit
     with contextlib.closing(run_stage_units(units, config, logger)) as outcomes:
-        _record_outcomes(dataset, outcomes, len(units), summary, lease, progress, total)
+        _record_outcomes(dataset, outcomes, len(units), summary, lease, progress, total,
+                         failed_before)
+
+
+PROGRESS_EVERY_S = 2.0  # progress artifacts are API calls: at most one per stage this often
 
 
 def _record_outcomes(dataset: DatasetStore, outcomes: Iterator[tuple[ShardUnit, Any]],
                      count: int, summary: BuildSummary, lease: StoreLease, progress: Any,
-                     total: Counter) -> None:
-    logger, finished = get_run_logger(), Counter()
+                     total: Counter, failed_before: set[str]) -> None:
+    logger, finished, shown = get_run_logger(), Counter(), {}
     stage_progress = {stage: create_progress_artifact(
         0.0, key=f"dataset-build-{stage.replace('_', '-')}",
         description=f"{stage}: shards of this build finished") for stage in total}
@@ -281,7 +286,8 @@ def _record_outcomes(dataset: DatasetStore, outcomes: Iterator[tuple[ShardUnit, 
         lease.check()
         metrics.set_queue_depth(dataset.store.url, count - done)
         if isinstance(outcome, ShardResult):
-            _write_or_stop(dataset, summary, dataset.clear_failure, unit.unit_id)
+            if unit.unit_id in failed_before:
+                _write_or_stop(dataset, summary, dataset.clear_failure, unit.unit_id)
             summary.shards_written += 1
             summary.bytes_written += outcome.nbytes
             summary.unit_seconds += outcome.seconds
@@ -297,9 +303,13 @@ def _record_outcomes(dataset: DatasetStore, outcomes: Iterator[tuple[ShardUnit, 
             metrics.record_failure(unit.stage)
             logger.error("[%d/%d] %s failed: %s", done, count, unit.unit_id, reason)
         finished[unit.stage] += 1
-        update_progress_artifact(stage_progress[unit.stage],
-                                 100.0 * finished[unit.stage] / total[unit.stage])
-        update_progress_artifact(progress, 100.0 * done / count)
+        now = time.monotonic()
+        for key, artifact, part in ((unit.stage, stage_progress[unit.stage],
+                                     finished[unit.stage] / total[unit.stage]),
+                                    ("", progress, done / count)):
+            if part == 1.0 or now - shown.get(key, 0.0) >= PROGRESS_EVERY_S:
+                update_progress_artifact(artifact, 100.0 * part)
+                shown[key] = now
 
 
 @flow(name="build-dataset", task_runner=RayTaskRunner())

@@ -216,6 +216,15 @@ class DatasetStore:
             return []
         return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
 
+    def _open_array(self, name: str) -> zarr.Array:
+        """One array of the version, opened without reading the group (and its table)."""
+        try:
+            return zarr.open_array(store=self.store.zarr_store(), path=f"{self.version}/{name}",
+                                   mode="r+")
+        except (FileNotFoundError, zarr.errors.ArrayNotFoundError):
+            raise StoreError(f"no array {name} in dataset version {self.version!r} of "
+                             f"{self.store.url}") from None
+
     # --- shard records ---------------------------------------------------------------------
 
     def record(self, stage: str, shard: int) -> dict[str, Any] | None:
@@ -248,24 +257,31 @@ class DatasetStore:
     # --- worker side: data -----------------------------------------------------------------
 
     def write_shard(
-        self, stage: str, shard: int, data: dict[str, np.ndarray], record: dict[str, Any]
+        self, stage: str, shard: int, data: dict[str, np.ndarray], record: dict[str, Any],
+        rows: range | None = None, ids: list[str] | None = None,
     ) -> int:
         """Write every array of ``stage`` for one shard, then its completion record.
 
         ``data`` maps each contract array of the stage to an array of the shard's rows. Each
         array's shard is written in one assignment covering the whole shard, so zarr encodes
-        and stores it as one object (temp file + rename locally, one PUT on S3).
+        and stores it as one object (temp file + rename locally, one PUT on S3). ``rows`` and
+        ``ids`` are the shard's rows and segment ids as the build planned them: a worker
+        passes its unit's, so that it never reads the segment table (the version group's
+        metadata, megabytes at paper scale); without them they are read from the table.
         """
-        group = self.group(mode="r+")
-        meta = group.attrs["dancegen"]
-        ids = meta["segments"]["id"]
-        rows = shard_ranges(len(ids), meta["shard_segments"])[shard]
+        if rows is None or ids is None:
+            meta = self.attrs
+            table_ids = meta["segments"]["id"]
+            rows = shard_ranges(len(table_ids), meta["shard_segments"])[shard]
+            ids = [table_ids[i] for i in rows]
         expected = {spec.name for spec in arrays_of(stage)}
         if set(data) != expected:
             raise StoreError(f"stage {stage} must write {sorted(expected)}, got {sorted(data)}")
+        if len(ids) != len(rows):
+            raise StoreError(f"shard {shard}: {len(ids)} segment ids for {len(rows)} rows")
         checksums, written = {}, 0
         for name, values in data.items():
-            array = group[name]
+            array = self._open_array(name)
             want = (len(rows), *array.shape[1:])
             if values.shape != want:
                 raise StoreError(f"{name} shard {shard}: shape {values.shape}, expected {want}")
@@ -279,7 +295,7 @@ class DatasetStore:
                 **record,
                 "stage": stage,
                 "shard": shard,
-                "segments": [ids[i] for i in rows],
+                "segments": list(ids),
                 "checksums": checksums,
                 "nbytes": written,
                 "host": socket.gethostname(),

@@ -15,6 +15,8 @@ import time
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
+import ray
+
 from dancegen.config import DancegenConfig
 from dancegen.storage.aistpp import InputRoots
 from dancegen.storage.dataset import DatasetStore
@@ -36,6 +38,7 @@ class ShardUnit:
     key: dict[str, str]
     pseudo_url: str | None = None  # root of EDGE pseudo-motions, when the build has them
     jukebox_cache: str | None = None  # the build's Jukebox feature cache, with that stage
+    first_row: int | None = None  # the shard's first row: workers never read the table
 
     @property
     def unit_id(self) -> str:
@@ -51,7 +54,7 @@ class ShardResult:
     segments: int
     nbytes: int
     seconds: float
-    worker: dict[str, int] = field(default_factory=dict)  # {"pid": ..., "setups": ...}
+    worker: dict[str, int | str] = field(default_factory=dict)  # pid, setups, node
 
 
 _NOT_SET_UP = object()
@@ -84,10 +87,15 @@ class StageWorker:
         started = time.perf_counter()
         roots = InputRoots.parse(unit.inputs_url, unit.pseudo_url, unit.jukebox_cache)
         arrays = self._computer(roots, config)(unit.segments, roots, config)
-        worker = {"pid": os.getpid(), "setups": self.setups}
+        worker: dict[str, int | str] = {"pid": os.getpid(), "setups": self.setups}
+        if ray.is_initialized():  # in a Ray worker: which node of the cluster ran it
+            worker["node"] = ray.get_runtime_context().get_node_id()
         dataset = DatasetStore(unit.store_url, unit.version)
+        rows = None if unit.first_row is None else range(
+            unit.first_row, unit.first_row + len(unit.segments))
         nbytes = dataset.write_shard(unit.stage, unit.shard, arrays,
-                                     {**unit.key, "worker": worker})
+                                     {**unit.key, "worker": worker}, rows,
+                                     [s.id for s in unit.segments])
         frames = len(unit.segments) * config.dataset.segment_frames
         metrics.record_shard(unit.stage, len(unit.segments), frames, nbytes)
         return ShardResult(unit.unit_id, len(unit.segments), nbytes,

@@ -27,7 +27,7 @@ def dancegen(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 # EDGE, the LDM stages and the sampler shortened: the full tiny run is the main job's
-SHORT_LDM = ["--set", "edge.train.steps=100",
+SHORT_LDM = ["--set", "edge.train.steps=100", "--set", "edge.diffusion.sampling_steps=10",
              "--set", "training.stage1.steps=10", "--set", "training.stage2.steps=10",
              "--set", "training.stage3.steps=4", "--set", "training.checkpoint_every=5",
              "--set", "training.log_every=2", "--set", "ldm.stand_in.vae_steps=10",
