@@ -319,14 +319,18 @@ def dataset_verify(
     version: Annotated[str, typer.Option(help="Dataset version.")] = "v1",
     repair: Annotated[bool, typer.Option(
         help="Mark damaged shards incomplete, so that the next build recomputes them.")] = False,
+    full: Annotated[bool, typer.Option(
+        help="Read back every shard, also those found intact by an earlier check (bit rot); "
+             "by default only shards written since the last check are read.")] = False,
 ) -> None:
-    """Check every shard: complete, decodable, and equal to its recorded checksum."""
+    """Check every shard is complete, and that the shards written since the last check are
+    decodable and equal to their recorded checksums (``--full``: every shard)."""
     from dancegen.storage.dataset import DatasetStore
     from dancegen.storage.verify import verify_dataset
 
     try:
         dataset = DatasetStore(store, version)
-        report = verify_dataset(dataset)
+        report = verify_dataset(dataset, full=full)
         repaired = report.repair(dataset) if repair else []
     except DancegenError as error:
         _fail(error)

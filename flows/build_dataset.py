@@ -28,6 +28,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.context import get_run_context
+from prefect.events import emit_event
 from prefect.states import Completed, Failed, State
 from prefect_ray import RayTaskRunner
 
@@ -349,4 +350,22 @@ def build_dataset(
     if summary.failed:
         return Failed(message=f"{summary.failed} units failed: {summary.headline()}",
                       data=summary.as_dict())
+    if summary.shards_written:
+        _announce_update(dataset, summary)
     return Completed(message=summary.headline(), data=summary.as_dict())
+
+
+UPDATED_EVENT = "dancegen.dataset.updated"
+
+
+def _announce_update(dataset: DatasetStore, summary: BuildSummary) -> None:
+    """Emit ``dancegen.dataset.updated`` for this flow run: the verify deployment (and,
+    through it, training) is triggered by it, so a nightly build that wrote nothing triggers
+    nothing downstream. Prefect relates the event to the run's flow and deployment."""
+    flow_run = get_run_context().flow_run
+    if flow_run is None:
+        return
+    emit_event(event=UPDATED_EVENT,
+               resource={"prefect.resource.id": f"prefect.flow-run.{flow_run.id}"},
+               payload={"store": dataset.store.url, "version": dataset.version,
+                        "shards_written": summary.shards_written})

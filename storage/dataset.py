@@ -216,11 +216,12 @@ class DatasetStore:
             return []
         return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
 
-    def _open_array(self, name: str) -> zarr.Array:
-        """One array of the version, opened without reading the group (and its table)."""
+    def open_array(self, name: str, mode: str = "r") -> zarr.Array:
+        """One array of the version, opened without reading the group's metadata (which
+        holds the segment table: megabytes at paper scale, for every reader and writer)."""
         try:
-            return zarr.open_array(store=self.store.zarr_store(), path=f"{self.version}/{name}",
-                                   mode="r+")
+            return zarr.open_array(store=self.store.zarr_store(read_only=mode == "r"),
+                                   path=f"{self.version}/{name}", mode=mode)
         except (FileNotFoundError, zarr.errors.ArrayNotFoundError):
             raise StoreError(f"no array {name} in dataset version {self.version!r} of "
                              f"{self.store.url}") from None
@@ -281,7 +282,7 @@ class DatasetStore:
             raise StoreError(f"shard {shard}: {len(ids)} segment ids for {len(rows)} rows")
         checksums, written = {}, 0
         for name, values in data.items():
-            array = self._open_array(name)
+            array = self.open_array(name, mode="r+")
             want = (len(rows), *array.shape[1:])
             if values.shape != want:
                 raise StoreError(f"{name} shard {shard}: shape {values.shape}, expected {want}")
@@ -307,7 +308,7 @@ class DatasetStore:
     def read(self, name: str, rows: slice | int) -> np.ndarray:
         """Read rows of an array, refusing rows whose shard is not complete."""
         spec = ARRAYS[name]
-        array = self.group()[name]
+        array = self.open_array(name)
         index = range(array.shape[0])[rows]
         wanted = [index] if isinstance(index, int) else list(index)
         # only the records of the shards these rows fall in: a reader asks per segment

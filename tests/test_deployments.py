@@ -24,7 +24,7 @@ from prefect_ray import RayTaskRunner
 from pydantic import TypeAdapter
 
 from dancegen.config import DancegenConfig
-from dancegen.flows.build_dataset import build_dataset
+from dancegen.flows.build_dataset import UPDATED_EVENT, build_dataset
 from dancegen.flows.verify_dataset import verify_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +47,10 @@ def test_deployment_validates_and_its_flow_loads(spec: dict) -> None:
         assert set(trigger.get("parameters", {})) <= accepted
         upstream = trigger["match_related"]["prefect.resource.name"]
         assert upstream in {d["name"] for d in DEPLOYMENTS}, f"trigger on unknown {upstream}"
-        assert "prefect.flow-run.Completed" in parsed.expect
+        # verify waits for a build that wrote something; the training chain for its verify
+        wanted = UPDATED_EVENT if upstream == "build-dataset-nightly" \
+            else "prefect.flow-run.Completed"
+        assert wanted in parsed.expect
 
 
 def test_scheduled_build_is_incremental_and_single_writer() -> None:

@@ -25,7 +25,28 @@ def test_a_healthy_store_verifies(tmp_path: Path, config: DancegenConfig) -> Non
     report = verify_dataset(build_store(tmp_path / "s.zarr", config))
     assert report.ok and report.checked == 3
     result = CliRunner().invoke(app, ["dataset", "verify", str(tmp_path / "s.zarr")])
-    assert result.exit_code == 0 and "3 shards checked, 0 incomplete, 0 damaged" in result.output
+    assert result.exit_code == 0  # incremental: nothing was written since the check above
+    assert "3 shards checked, 0 read back, 0 incomplete, 0 damaged" in result.output
+
+
+def test_an_incremental_check_reads_only_what_was_written_since(tmp_path: Path,
+                                                                config: DancegenConfig) -> None:
+    dataset = build_store(tmp_path / "s.zarr", config)
+    assert verify_dataset(dataset, full=False).read == 3  # never checked: everything
+    assert verify_dataset(dataset, full=False).read == 0
+    rows = dataset.shard_ranges()[1]
+    dataset.write_shard("motion", 1, shard_data(config, "motion", len(rows), 7), {})
+    again = verify_dataset(dataset, full=False)
+    assert again.ok and again.read == 1
+    # damage to a shard found intact before is only seen by a full sweep (bit rot)
+    raw = tmp_path / "s.zarr/v1/motion/smpl_poses/c/2/0/0"
+    data = bytearray(raw.read_bytes())
+    data[100:108] = bytes(8)
+    raw.write_bytes(bytes(data))
+    assert verify_dataset(dataset, full=False).ok
+    full = CliRunner().invoke(app, ["dataset", "verify", str(tmp_path / "s.zarr"), "--full"])
+    assert full.exit_code == 1 and "damaged motion/000002" in full.output
+    assert "3 read back" in full.output
 
 
 def test_damage_is_found_and_named(tmp_path: Path, config: DancegenConfig) -> None:
