@@ -281,8 +281,15 @@ def dataset_plan(
     set_: SetOpt = None,
     measure: Annotated[bool, typer.Option(
         help="Measure the Jukebox cost on this machine (a few seconds).")] = True,
+    gpus: Annotated[int | None, typer.Option(
+        help="Also estimate the wall time of a full regeneration, and of one after 10 % new "
+             "music, on this many GPUs, from per-segment costs measured here.", min=1)] = None,
+    cpus: Annotated[int | None, typer.Option(
+        help="CPUs for the CPU stages with --gpus (default: 10 per GPU, the KubeRay GPU "
+             "pod's).", min=1)] = None,
 ) -> None:
-    """Estimate a config's dataset: segments, bytes per stage, Jukebox compute hours."""
+    """Estimate a config's dataset: segments, bytes per stage, Jukebox compute hours, and
+    with --gpus the wall time of regenerating it."""
     from dancegen.config import load_config
     from dancegen.tasks.dataset_plan import plan_report
     from dancegen.tasks.jukebox_cost import measure as measure_cost
@@ -291,7 +298,18 @@ def dataset_plan(
         cfg = load_config(config, set_)
     except DancegenError as error:
         _fail(error)
-    typer.echo(plan_report(cfg, measure_cost(cfg.jukebox) if measure else None))
+    measured = measure_cost(cfg.jukebox) if measure else None
+    typer.echo(plan_report(cfg, measured))
+    if gpus is not None:
+        from dancegen.tasks.stage_cost import measure_stage_costs, regeneration_report
+
+        jukebox = cfg.planning.jukebox_seconds_per_music_second or (
+            measured.estimate_5b if measured else None)
+        if "jukebox" not in cfg.stages:
+            jukebox = None
+        lines = regeneration_report(cfg, measure_stage_costs(cfg), gpus, cpus or 10 * gpus,
+                                    jukebox)
+        typer.echo("\n".join(lines))
 
 
 @dataset_app.command("info")

@@ -68,6 +68,7 @@ class BuildSummary:
     bytes_written: int = 0
     seconds: float = 0.0
     unit_seconds: float = 0.0  # time spent inside the shard units, summed over workers
+    unit_cpu_seconds: float = 0.0  # the workers' CPU time in them
     phases: dict[str, float] = field(default_factory=dict)  # plan_s, prepare_s, fan_out_s
     failures: dict[str, str] = field(default_factory=dict)
 
@@ -292,6 +293,7 @@ def _record_outcomes(dataset: DatasetStore, outcomes: Iterator[tuple[ShardUnit, 
             summary.shards_written += 1
             summary.bytes_written += outcome.nbytes
             summary.unit_seconds += outcome.seconds
+            summary.unit_cpu_seconds += outcome.cpu_seconds
             logger.info("[%d/%d] %s: %d segments, %.2f MB in %.1f s (worker %s, set-ups %s)",
                         done, count, unit.unit_id, outcome.segments, outcome.nbytes / 1e6,
                         outcome.seconds, outcome.worker.get("pid"), outcome.worker.get("setups"))

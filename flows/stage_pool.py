@@ -135,7 +135,11 @@ class _Lane:
         if not self.pending:
             return False
         if self.per_task:
-            if len(self.running) >= self.size:
+            # a second unit per worker waits at the raylet, so that a worker that finishes
+            # starts the next at once instead of waiting for the flow to notice (cheap units
+            # would otherwise idle the workers for a round trip each); its timeout counts from
+            # submission
+            if len(self.running) >= 2 * self.size:
                 return False
             unit, attempt = self.pending.popleft()
             ref = self._task.options(name="build-shard").remote(unit, self.config, self.stage)
@@ -268,6 +272,8 @@ def run_stage_units(units: list[ShardUnit], config: DancegenConfig,
             _fill(lanes, config.ray.max_in_flight)
             refs = [ref for lane in lanes for ref in lane.refs()]
             finished = ray.wait(refs, num_returns=1, timeout=POLL_S)[0] if refs else []
+            if finished:  # and whatever else is done by now, in one call
+                finished = ray.wait(refs, num_returns=len(refs), timeout=0)[0]
             for ref in finished:
                 yield from next(lane for lane in lanes if lane.owns(ref)).complete(ref)
             now = time.monotonic()

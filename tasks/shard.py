@@ -55,6 +55,7 @@ class ShardResult:
     nbytes: int
     seconds: float
     worker: dict[str, int | str] = field(default_factory=dict)  # pid, setups, node
+    cpu_seconds: float = 0.0  # the worker process's CPU time in the unit
 
 
 _NOT_SET_UP = object()
@@ -84,7 +85,7 @@ class StageWorker:
 
     def build_shard(self, unit: ShardUnit, config: DancegenConfig) -> ShardResult:
         """Compute the unit's stage for its shard and write arrays + completion record."""
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         roots = InputRoots.parse(unit.inputs_url, unit.pseudo_url, unit.jukebox_cache)
         arrays = self._computer(roots, config)(unit.segments, roots, config)
         worker: dict[str, int | str] = {"pid": os.getpid(), "setups": self.setups}
@@ -99,7 +100,8 @@ class StageWorker:
         frames = len(unit.segments) * config.dataset.segment_frames
         metrics.record_shard(unit.stage, len(unit.segments), frames, nbytes)
         return ShardResult(unit.unit_id, len(unit.segments), nbytes,
-                           time.perf_counter() - started, worker)
+                           time.perf_counter() - started, worker,
+                           time.process_time() - cpu_started)
 
     def close(self) -> None:
         """Release what the set-up holds (a GL context), if anything."""
