@@ -99,6 +99,24 @@ def actor_rows(fig: Figures) -> list[Row]:
     ]
 
 
+SCALE_FIGURES = {"plan_s": ("planning", "s"), "prepare_s": ("preparing the store", "s"),
+                 "overhead_ms_per_unit": ("overhead per unit", "ms"),
+                 "build_s": ("whole build", "s"), "noop_s": ("second build, nothing to do", "s"),
+                 "verify_s": ("verify, every shard read back", "s"),
+                 "verify_incremental_s": ("verify, incremental", "s"),
+                 "peak_mb": ("peak memory of the flow process", "MB")}
+
+
+def scale_rows(fig: Figures) -> list[Row]:
+    """Rows of benchmarks/scale.py: each figure at the largest size against the smallest."""
+    small, large = fig["runs"][0], fig["runs"][-1]
+    nodes = fig["nodes"]
+    return [Row("scale", f"{what}, {large['segments']:,} segments ({nodes} Ray nodes)",
+                f"{small['segments']:,} segments", large[key], small[key], unit,
+                value_note=f"exponent {large['exponent'][key]:.2f}")
+            for key, (what, unit) in SCALE_FIGURES.items()]
+
+
 def ldm_rows(fig: Figures) -> list[Row]:
     """Stages 1 and 3 against the image stage, per frame; steps/s beside each."""
     stages = {s["stage"]: s for s in fig["stages"]}
@@ -171,6 +189,15 @@ BENCHMARKS = [
               "task is a fresh process each time (Ray's `max_calls=1`). Set-ups are counted "
               "from the completion records' `worker` field. Higher frames/s and fewer set-ups "
               "per shard are better."),
+    Benchmark("scale", ["--segments", "1000", "4000"], ["--segments", "200", "600"], scale_rows,
+              "The `build-dataset` flow on a Ray cluster of three 1-CPU nodes started with `ray "
+              "start` on this machine (joined by address, as a deployment joins one), stages "
+              "motion and edge_repr of synthetic inputs of each size (`dancegen fixtures "
+              "--sequences`), each size in a fresh process: the build, a second build with "
+              "nothing to do, then the verify flow (every shard read back in Ray tasks) and an "
+              "incremental verify. Each figure at the larger size against the smaller; the "
+              "exponent is log(ratio) / log(size ratio): 1.0 is linear. The paper's size: "
+              "`benchmarks/scale.py --segments 1000 10940`."),
     Benchmark("ldm", ["--repeat", "3"], ["--repeat", "1"], ldm_rows,
               "One optimisation step (forward, backward, AdamW) of each LDM stage's objective "
               "on random inputs at batch 1, the tiny `configs/local-cpu.yaml` models. Steps "
