@@ -189,15 +189,15 @@ BENCHMARKS = [
               "task is a fresh process each time (Ray's `max_calls=1`). Set-ups are counted "
               "from the completion records' `worker` field. Higher frames/s and fewer set-ups "
               "per shard are better."),
-    Benchmark("scale", ["--segments", "1000", "4000"], ["--segments", "200", "600"], scale_rows,
+    Benchmark("scale", ["--segments", "1000", "10940"], ["--segments", "200", "600"], scale_rows,
               "The `build-dataset` flow on a Ray cluster of three 1-CPU nodes started with `ray "
               "start` on this machine (joined by address, as a deployment joins one), stages "
               "motion and edge_repr of synthetic inputs of each size (`dancegen fixtures "
               "--sequences`), each size in a fresh process: the build, a second build with "
               "nothing to do, then the verify flow (every shard read back in Ray tasks) and an "
               "incremental verify. Each figure at the larger size against the smaller; the "
-              "exponent is log(ratio) / log(size ratio): 1.0 is linear. The paper's size: "
-              "`benchmarks/scale.py --segments 1000 10940`."),
+              "exponent is log(ratio) / log(size ratio): 1.0 is linear. The larger size is the "
+              "paper's (10,940 segments)."),
     Benchmark("ldm", ["--repeat", "3"], ["--repeat", "1"], ldm_rows,
               "One optimisation step (forward, backward, AdamW) of each LDM stage's objective "
               "on random inputs at batch 1, the tiny `configs/local-cpu.yaml` models. Steps "
