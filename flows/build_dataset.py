@@ -122,9 +122,6 @@ def ray_init_kwargs(ray: RayConfig) -> dict:
             init["num_cpus"] = ray.num_cpus
         if ray.num_gpus is not None:
             init["num_gpus"] = ray.num_gpus
-        if not ray.include_dashboard:
-            init["runtime_env"] = {"worker_process_setup_hook":
-                                   "dancegen.flows.ray_hooks.quiet_without_dashboard"}
         return init
     init["address"] = ray.address  # "auto" or ray://...; fails loudly if nothing is there
     return init

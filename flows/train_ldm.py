@@ -29,6 +29,9 @@ from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 from ray.train import FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
+from ray.train.v2._internal.callbacks.placement_group_callback import (
+    PlacementGroupCleanerCallback,
+)
 
 from dancegen.config import DancegenConfig, StageResources
 from dancegen.flows.reports import TrainingProgress, loss_table
@@ -52,6 +55,27 @@ def worker_resources(resources: StageResources) -> dict[str, float]:
     if resources.memory_mb is not None:
         wanted["memory"] = resources.memory_mb * 1024 * 1024
     return wanted
+
+
+class TrainerWithoutDashboard(TorchTrainer):
+    """A ``TorchTrainer`` for the local Ray dancegen starts without a dashboard.
+
+    Ray Train's placement-group cleaner watches the controller through the state API, which
+    lives in the dashboard: without one, each of its calls can only time out, and stopping it
+    at the end of ``fit`` waits that timeout out (about 12 s per training run). Its real job,
+    removing a dead controller's placement group, only matters on a long-lived cluster, which
+    runs the dashboard and gets the default trainer.
+    """
+
+    def _create_default_callbacks(self) -> list:
+        return [callback for callback in super()._create_default_callbacks()
+                if not isinstance(callback, PlacementGroupCleanerCallback)]
+
+
+def trainer_class(config: DancegenConfig) -> type[TorchTrainer]:
+    """The trainer for the config's Ray: without the cleaner on a local Ray with no dashboard."""
+    local_without_dashboard = config.ray.address is None and not config.ray.include_dashboard
+    return TrainerWithoutDashboard if local_without_dashboard else TorchTrainer
 
 
 def _headline(stage: int, config: DancegenConfig, run: LdmRun, state: dict) -> str:
@@ -89,7 +113,7 @@ def train_ldm(
         logger.info("stand-in base weights (NOT SD 1.5): VAE loss %s -> %s",
                     base["vae_losses"][0], base["vae_losses"][-1])
     resources = config.ray.resources("ldm_train")
-    trainer = TorchTrainer(
+    trainer = trainer_class(config)(
         ray_train_worker,
         train_loop_config={"stage": stage, "store": out,
                            "config": config.model_dump(mode="json")},

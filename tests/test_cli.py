@@ -99,6 +99,14 @@ def test_info_describes_a_store_and_refuses_an_empty_one(tmp_path: Path) -> None
     assert result.exit_code == 1 and "no dancegen dataset" in result.output
 
 
+def test_fixtures_command_writes_inputs_of_any_size(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["fixtures", str(tmp_path / "fx"), "--sequences", "12",
+                                      "--seconds", "6"])
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "fx/motions").glob("*.pkl"))) == 12
+    assert len(list((tmp_path / "fx/music").glob("*.wav"))) == 12  # 10 genres, then 2 more
+
+
 def test_fixtures_command_writes_the_labelled_layout(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["fixtures", str(tmp_path / "fx")])
     assert result.exit_code == 0, result.output

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from dancegen.fixtures import write_fixtures
+from dancegen.fixtures.layout import scaled_sequences
 from dancegen.ray_cluster import LocalCluster
 from dancegen.storage import DatasetStore
 from dancegen.storage.verify import verify_dataset
@@ -29,8 +31,7 @@ def test_a_multi_node_cluster_builds_every_shard_once_and_a_rebuild_writes_nothi
         return subprocess.run([sys.executable, "-m", "dancegen", *args], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=600)
 
-    made = dancegen("fixtures", "in", "--sequences", "10", "--seconds", "156")  # 300 segments
-    assert made.returncode == 0, made.stderr[-2000:]
+    write_fixtures(tmp_path / "in", scaled_sequences(10, 156.0))  # 300 segments
     with LocalCluster(workers=1, cpus=1, env={"RAY_AUTH_MODE": "disabled"}) as cluster:
         build = ["dataset", "build", "--inputs", "in", "--out", "store.zarr",
                  "--set", "stages=[motion,edge_repr]", "--set", f"ray.address={cluster.address}"]

@@ -167,3 +167,17 @@ def test_a_changed_model_is_not_resumed_into(trained: Path) -> None:
     with pytest.raises(ConfigError, match="holds a m2penc of another configuration"):
         train_stage(1, str(trained), config)
     assert LdmRun(str(trained), "ldm-tiny").state(1)["step"] == 30  # untouched
+
+
+def test_the_local_ray_trainer_leaves_out_the_dashboard_only_cleaner() -> None:
+    from ray.train import ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from dancegen.config import load_config
+    from dancegen.flows.train_ldm import TrainerWithoutDashboard, trainer_class
+
+    assert trainer_class(short_config()) is TrainerWithoutDashboard  # local, no dashboard
+    assert trainer_class(load_config("configs/paper.yaml")) is TorchTrainer  # a cluster
+    trainer = TrainerWithoutDashboard(lambda: None, scaling_config=ScalingConfig(num_workers=1))
+    kept = {type(callback).__name__ for callback in trainer._create_default_callbacks()}
+    assert "PlacementGroupCleanerCallback" not in kept and "BackendSetupCallback" in kept

@@ -13,6 +13,7 @@ import pytest
 from flow_helpers import build, summary_of
 
 from dancegen.config import DancegenConfig, StageResources
+from dancegen.fixtures import write_fixtures
 from dancegen.storage import DatasetStore
 from dancegen.tasks import stages as stage_registry
 from dancegen.tasks.stages import Stage, compute_motion
@@ -38,13 +39,16 @@ def one_segment_per_shard(config: DancegenConfig, stages: list[str], **resources
 @pytest.mark.slow
 def test_render_on_fake_gpus_sets_up_once_per_actor(tmp_path: Path) -> None:
     """The issue's command: fake GPUs on the CLI's local Ray, a render shard per segment."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    from prefect.settings import PREFECT_API_URL
+
+    # the session's Prefect server (the CLI starts none when one is configured)
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
 
     def dancegen(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "dancegen", *args], cwd=tmp_path,
                               env=env, capture_output=True, text=True, timeout=900)
 
-    assert dancegen("fixtures", "in").returncode == 0
+    write_fixtures(tmp_path / "in")
     built = dancegen("dataset", "build", "--inputs", "in", "--out", "store.zarr",
                      "--set", "stages=[render]", "--set", "dataset.max_segments_per_sequence=1",
                      "--set", "ray.num_gpus=2", "--set", "ray.stages.render.num_gpus=0.5",
