@@ -17,9 +17,11 @@ import pytest
 import torch
 from ldm_helpers import SHORT, short_config
 from prefect_ray import RayTaskRunner
+from progress_helpers import assert_published_while_running
 from safetensors.torch import load_file
 
 from dancegen.errors import ConfigError, StoreError
+from dancegen.flows import reports
 from dancegen.flows.train_ldm import train_ldm
 from dancegen.storage.ldm_checkpoint import LdmRun
 from dancegen.tasks.ldm_data import ClipSource, depth_image
@@ -141,7 +143,10 @@ def test_stage3_needs_stages_1_and_2(trained: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("prefect_server", "ray_cluster")
-def test_flow_trains_a_stage_with_ray_train(trained: Path, tmp_path: Path) -> None:
+def test_flow_trains_a_stage_with_ray_train(trained: Path, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # checkpoints a second or more apart, read ten times a second: each is published
+    monkeypatch.setattr(reports, "PROGRESS_SECONDS", 0.1)
     store = tmp_path / "store.zarr"
     store.mkdir()
     (store / "v1").symlink_to(trained / "v1")
@@ -151,10 +156,13 @@ def test_flow_trains_a_stage_with_ray_train(trained: Path, tmp_path: Path) -> No
     # deployed, a stage finds its store and config up the trigger chain (here: the refused run)
     # two DDP ranks (gloo on CPU), one CPU each
     ddp = short_config("training.stage1.steps=4", "training.workers=2",
-                       "training.stage3.batch_size=2", "ray.stages.ldm_train={num_cpus: 1}")
+                       "training.stage3.batch_size=2", "ray.stages.ldm_train={num_cpus: 1}",
+                       "training.checkpoint_every=2", "training.log_every=1")
     head = flow(stage=1, out=str(store), config=ddp, return_state=True)
     assert head.is_completed(), head.message
     assert LdmRun(str(store), "ldm-tiny").state(1)["world_size"] == 2
+    # it published its progress while Ray Train ran it: each checkpoint, then the summary
+    assert_published_while_running(head, "ldm-stage1", [50.0, 100.0], final_rows=4)
     state = flow(stage=1, upstream_flow_run=f"prefect.flow-run.{head.state_details.flow_run_id}",
                  return_state=True)
     assert state.is_completed(), state.message
