@@ -30,7 +30,7 @@ def dancegen(*args: str, cwd: Path, prefect_api: str | None = None) -> subproces
 
 
 # EDGE, the LDM stages and the sampler shortened: the full tiny run is the main job's
-SHORT_LDM = ["--set", "edge.train.steps=100", "--set", "edge.diffusion.sampling_steps=10",
+SHORT_LDM = ["--set", "edge.train.steps=50", "--set", "edge.diffusion.sampling_steps=10",
              "--set", "training.stage1.steps=10", "--set", "training.stage2.steps=10",
              "--set", "training.stage3.steps=4", "--set", "training.checkpoint_every=5",
              "--set", "training.log_every=2", "--set", "ldm.stand_in.vae_steps=10",
@@ -45,7 +45,7 @@ def test_demo_runs_the_main_job_and_is_idempotent(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     out = first.stdout
     assert re.search(r"Prefect API http://127\.0\.0\.1:\d+/api", out)  # a real local server
-    trained = re.search(r"Completed: EDGE edge-tiny: 100 steps, loss ([\d.]+) -> ([\d.]+)", out)
+    trained = re.search(r"Completed: EDGE edge-tiny: 50 steps, loss ([\d.]+) -> ([\d.]+)", out)
     assert trained and float(trained.group(2)) < 0.5 * float(trained.group(1))
     assert ("Completed: pseudo-motion tracks 2 new, 0 kept, 0 failed; 18 segments; "
             "shards written 20, skipped 0, failed 0") in out
@@ -94,7 +94,7 @@ def test_demo_runs_the_main_job_and_is_idempotent(tmp_path: Path) -> None:
     second = dancegen("demo", "--workdir", "work", *SHORT_LDM, cwd=tmp_path,
                       prefect_api=PREFECT_API_URL.value())
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "Completed: EDGE edge-tiny: 100 steps" in second.stdout  # nothing left to train
+    assert "Completed: EDGE edge-tiny: 50 steps" in second.stdout  # nothing left to train
     assert "pseudo-motion tracks 0 new, 2 kept, 0 failed" in second.stdout
     assert "shards written 0, skipped 20, failed 0" in second.stdout
     assert "Completed: LDM stage 3 (ldm-tiny): 4 steps" in second.stdout  # already trained
@@ -139,16 +139,20 @@ def test_plan_estimates_the_paper_scale() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
 def test_readme_sequence_builds_before_edge_is_trained_and_skips_synthesis_once(
         tmp_path: Path) -> None:
     """The README's first two commands on the default config (which names new music): no EDGE
     trained into the store yet, so the build warns once and builds the rest (after `dancegen
     edge train` a rebuild samples the pseudo-motions: test_demo_runs_the_main_job...)."""
+    from prefect.settings import PREFECT_API_URL
+
     made = dancegen("fixtures", "in", cwd=tmp_path)
     assert made.returncode == 0, made.stderr[-3000:]
+    # on the session's Prefect server: the embedded server's start is the demo test's subject
     built = dancegen("dataset", "build", "--inputs", "in", "--out", "store.zarr",
                      "--set", "stages=[motion]", "--set", "dataset.max_segments_per_sequence=1",
-                     cwd=tmp_path)
+                     cwd=tmp_path, prefect_api=PREFECT_API_URL.value())
     output = built.stdout + built.stderr
     assert built.returncode == 0, output[-3000:]
     assert output.count("no EDGE checkpoint in the store yet") == 1, output[-3000:]
