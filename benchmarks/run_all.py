@@ -170,7 +170,7 @@ BENCHMARKS = [
               "flow on a local Prefect server and a local Ray with one CPU, and by a plain loop "
               "in one process (plan, prepare the store, `build_shard_now` per unit). Both are "
               "serial and single-threaded, so the ratio (> 1) is the orchestration's price: "
-              "starting each stage's actor, Ray scheduling, failure bookkeeping, progress "
+              "Ray scheduling of one task per shard, failure bookkeeping, progress "
               "artifacts and the build lease; the per-unit row spreads it over the units. "
               "Start-up (server, `ray.init`) is paid once per command and is not in the "
               "flow's figure."),
