@@ -25,6 +25,7 @@ from dancegen.flows.fanout import run_per_track
 from dancegen.storage.aistpp import AistppInputs
 from dancegen.storage.dataset import DatasetStore
 from dancegen.storage.edge_checkpoint import EdgeRun
+from dancegen.storage.input_facts import InputFacts
 from dancegen.storage.location import StoreLocation, file_version
 from dancegen.storage.pseudo_motions import PseudoMotionRoot, music_files
 from dancegen.tasks.edge_data import check_feature_backend, features_token
@@ -74,8 +75,13 @@ def _track_units(dataset: DatasetStore, inputs: AistppInputs, pseudo: PseudoMoti
     cache = store_cache(dataset.store.url, inputs, config).url if features else None
     records, units, wanted = pseudo.records(), [], set()
     music = StoreLocation.parse(music_root)
+    # a track's digest is kept with its listed version: only new or changed music is read
+    facts, versions = InputFacts.load(dataset.store, music.url), music.listed_versions()
     for name in music_files(music_root):
-        sha = hashlib.sha256(music.read_bytes(name) or b"").hexdigest()
+        known = facts.get(name, versions.get(name))
+        sha = known["sha256"] if known else hashlib.sha256(music.read_bytes(name) or b""
+                                                           ).hexdigest()
+        facts.put(name, versions.get(name), sha256=sha)
         key = track_key(sha, token, scalings, features, config)
         unit = TrackUnit(inputs.location.url, music.url, name, sha, pseudo.url, checkpoint,
                          *scalings, key, cache)
@@ -84,6 +90,7 @@ def _track_units(dataset: DatasetStore, inputs: AistppInputs, pseudo: PseudoMoti
             outcome.skipped += 1
         else:
             units.append(unit)
+    facts.save(set(versions))
     for music_id in set(records) - wanted:
         pseudo.remove(music_id)
     for unit_id in dataset.failures():

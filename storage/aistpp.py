@@ -166,13 +166,9 @@ class AistppInputs:
         """Every file under the root -> its cheap version, from one listing (size + mtime
         locally, size + ETag on S3): what planning keys its kept facts on."""
         try:
-            found = self.location.fs.find(self.location.root, detail=True)
+            return self.location.listed_versions()
         except FileNotFoundError:
             raise InputError(f"inputs folder {self.location.url} does not exist") from None
-        root = self.location.root.rstrip("/") + "/"
-        return {path.removeprefix(root): f"{info.get('size')}:"
-                f"{info.get('ETag') or info.get('mtime') or info.get('LastModified')}"
-                for path, info in sorted(found.items())}
 
     @cached_property
     def _files(self) -> list[str]:

@@ -218,6 +218,14 @@ class StoreLocation:
         blobs = self.fs.cat(paths)
         return {posixpath.basename(p): json.loads(blobs[p]) for p in sorted(paths)}
 
+    def listed_versions(self) -> dict[str, str]:
+        """Every file under the location -> its cheap version (size + mtime locally, size +
+        ETag on S3), from one recursive listing; keys are relative to the location."""
+        found = self.fs.find(self.root, detail=True)
+        root = self.root.rstrip("/") + "/"
+        return {path.removeprefix(root): _listed_version(info)
+                for path, info in sorted(found.items())}
+
     def ls(self, prefix: str) -> list[str]:
         """Entries directly below ``prefix``, listed afresh: s3fs caches listings per process,
         and other processes (workers, another build) add and remove records all the time."""
@@ -320,6 +328,10 @@ def split_url(url: str | Path) -> tuple[StoreLocation, str]:
     return StoreLocation.parse(folder or "."), name
 
 
+def _listed_version(info: dict[str, Any]) -> str:
+    return f"{info.get('size')}:{info.get('ETag') or info.get('mtime') or info.get('LastModified')}"
+
+
 def file_version(url: str | Path) -> str | None:
     """A cheap change token of one file (size + ETag or mtime), None when it does not exist.
 
@@ -331,5 +343,5 @@ def file_version(url: str | Path) -> str | None:
         info = store.fs.info(store.path(name))
     except FileNotFoundError:
         return None
-    return f"{info.get('size')}:{info.get('ETag') or info.get('mtime') or info.get('LastModified')}"
+    return _listed_version(info)
 
