@@ -4,8 +4,9 @@ Each stage gets a *lane*: long-lived Ray actors (:class:`~dancegen.tasks.shard.S
 set up once each: body model, GL context) fed one unit at a time, or one Ray task per unit
 (stages with neither a set-up nor a GPU, or ``ray.stages.<stage>.actors: 0``). Lanes run
 side by side, so the CPU stages overlap the GPU ones, each within ``ray.stages.<stage>``
-resources; a stage's units in flight are bounded by its workers (backpressure), and all of
-them by ``ray.max_in_flight``.
+resources; a stage's units in flight are bounded by its workers (backpressure), and the task
+units of all lanes by ``ray.max_in_flight`` (an actor is always given work when it is idle:
+it holds its resources either way, and queued tasks may be waiting for exactly those).
 
 A unit that runs past ``timeout_s`` has its worker stopped (a hung GL call or S3 read cannot
 be interrupted otherwise) and fails with :class:`UnitTimeout`; a dead worker is replaced.
@@ -288,12 +289,19 @@ def run_stage_units(units: list[ShardUnit], config: DancegenConfig,
 
 
 def _fill(lanes: list[_Lane], window: int) -> None:
-    """Start units round-robin over the lanes while workers are free and the window allows."""
-    budget = window - sum(len(lane.running) for lane in lanes)
+    """Give every idle actor a unit, then start task units round-robin over the lanes while
+    the window allows. Actors are outside the window: an actor holds its resources busy or
+    not, so one left idle while queued tasks fill the window (tasks that may be waiting for
+    exactly those resources) could stall the build for good."""
+    for lane in lanes:
+        if not lane.per_task:
+            while lane.submit_one():
+                pass
+    budget = window - sum(len(lane.running) for lane in lanes if lane.per_task)
     started = True
     while budget > 0 and started:
         started = False
         for lane in lanes:
-            if budget > 0 and lane.submit_one():
+            if lane.per_task and budget > 0 and lane.submit_one():
                 budget -= 1
                 started = True

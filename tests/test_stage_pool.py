@@ -117,3 +117,31 @@ def test_a_stage_the_local_ray_cannot_hold_fails_alone(fixtures_dir: Path, tmp_p
     reasons = {r for u, r in summary["failures"].items() if u.startswith("render/")}
     assert len(reasons) == 1 and len(summary["failures"]) == shards // 2
     assert reasons.pop().startswith("ConfigError: ray.stages.render asks for")
+
+
+class _FakeLane:
+    """What ``_fill`` sees of a lane: whether it runs tasks, its running units, submit_one."""
+
+    def __init__(self, per_task: bool, pending: int, workers: int) -> None:
+        self.per_task, self.pending, self.workers = per_task, pending, workers
+        self.running: list[int] = []
+
+    def submit_one(self) -> bool:
+        limit = 2 * self.workers if self.per_task else self.workers
+        if not self.pending or len(self.running) >= limit:
+            return False
+        self.pending -= 1
+        self.running.append(self.pending)
+        return True
+
+
+def test_idle_actors_get_work_even_when_queued_tasks_fill_the_window() -> None:
+    """Render actors holding both CPUs while the window is full of queued CPU tasks (waiting
+    for those CPUs) stalled a build for good; actors are now fed outside the window."""
+    from dancegen.flows.stage_pool import _fill
+
+    tasks = [_FakeLane(True, pending=10, workers=2) for _ in range(3)]
+    actors = _FakeLane(False, pending=4, workers=2)
+    _fill([*tasks, actors], window=8)
+    assert len(actors.running) == 2  # every idle actor has a unit
+    assert sum(len(lane.running) for lane in tasks) == 8  # the window bounds the tasks
