@@ -62,7 +62,6 @@ from dancegen.local_prefect import prefect_api  # noqa: E402
 from dancegen.storage import arrays_of  # noqa: E402
 from dancegen.storage.aistpp import AistppInputs, InputRoots  # noqa: E402
 from dancegen.storage.dataset import DatasetStore  # noqa: E402
-from dancegen.storage.segments import stable_order  # noqa: E402
 from dancegen.tasks.plan import plan_segments_from  # noqa: E402
 from dancegen.tasks.shard import build_shard_now  # noqa: E402
 
@@ -127,7 +126,7 @@ def run_loop(inputs: str, out: Path, config: DancegenConfig) -> tuple[float, int
         plan = plan_segments_from(inputs, config)
         source = AistppInputs(inputs)
         dataset = DatasetStore(str(out), config.dataset.version)
-        dataset.prepare(stable_order([], plan.segments), config.stages,
+        dataset.prepare(plan.segments, config.stages,
                         store_layout(config, source.synthetic))
         summary = BuildSummary(store=dataset.store.url, version=dataset.version)
         units = pending_units(dataset, InputRoots(source, None), config, summary, {})

@@ -37,7 +37,6 @@ def child(config_path: str, inputs: str, store: str, segments: int) -> dict[str,
     from dancegen.storage.aistpp import AistppInputs, InputRoots
     from dancegen.storage.contract import arrays_of, dims_for
     from dancegen.storage.dataset import DatasetStore
-    from dancegen.storage.segments import stable_order
     from dancegen.tasks.plan import plan_segments_from
     from dancegen.tasks.shard import StageWorker
     from dancegen.tasks.stages import STAGES
@@ -49,7 +48,7 @@ def child(config_path: str, inputs: str, store: str, segments: int) -> dict[str,
     source = AistppInputs(inputs)
     plan = plan_segments_from(inputs, config)
     dataset = DatasetStore(store, config.dataset.version)
-    dataset.prepare(stable_order([], plan.segments), config.stages,
+    dataset.prepare(plan.segments, config.stages,
                     store_layout(config, source.synthetic))
     summary = BuildSummary(store=store, version=config.dataset.version)
     unit = pending_units(dataset, InputRoots(source, None), config, summary, {})[0]

@@ -485,6 +485,7 @@ def make_layout(config: DancegenConfig) -> Layout:
         dims=dims_for(config),
         shard_segments=config.storage.shard_segments,
         compression_level=config.storage.compression_level,
+        chunk_frames=config.storage.chunk_frames,
         attrs={
             "fps": config.dataset.fps,
             "segment_seconds": config.dataset.segment_seconds,

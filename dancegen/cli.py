@@ -316,8 +316,11 @@ def dataset_plan(
 def dataset_info(
     store: Annotated[str, typer.Argument(help="Store root (path or s3://).")],
     version: Annotated[str | None, typer.Option(help="Only this dataset version.")] = None,
+    snapshot: Annotated[str | None, typer.Option(
+        help="Describe this snapshot (default: each version's current one).")] = None,
 ) -> None:
-    """Describe the dataset versions in a store."""
+    """Describe the dataset versions in a store: their current (or one) snapshot, rows,
+    arrays, shard completion and failures."""
     from dancegen.storage.dataset import DatasetStore
     from dancegen.storage.info import describe_version
 
@@ -326,7 +329,7 @@ def dataset_info(
         if not versions:
             raise DancegenError(f"no dancegen dataset in {store}")
         for name in versions:
-            typer.echo(describe_version(DatasetStore(store, name)))
+            typer.echo(describe_version(DatasetStore(store, name), snapshot))
     except DancegenError as error:
         _fail(error)
 
@@ -444,23 +447,26 @@ def _demo_reference_photo(store: Path, out: Path, config: str,
     import imageio.v3 as iio
 
     from dancegen.config import load_config
-    from dancegen.storage.dataset import DatasetStore
+    from dancegen.storage.snapshot import DatasetSnapshot
 
     cfg = load_config(config, overrides)
-    dataset = DatasetStore(str(store), cfg.dataset.version)
-    row = next(i for i, s in enumerate(dataset.segments()) if s.split == "test")
-    iio.imwrite(out, dataset.read("video/frames", row)[0])
+    snapshot = DatasetSnapshot.open(str(store), cfg.dataset.version)
+    row = snapshot.segments("test")[0][0]
+    iio.imwrite(out, snapshot.read("video/frames", row, 0))
     return out
 
 
 def _evaluation_report(store: Path, config: str, overrides: list[str] | None) -> str:
     from dancegen.config import load_config
+    from dancegen.storage.dataset import DatasetStore
     from dancegen.storage.evaluation import EvaluationRun
     from dancegen.storage.ldm_checkpoint import LdmRun
+    from dancegen.storage.snapshot import current_snapshot_id
 
     cfg = load_config(config, overrides)
     checkpoint = LdmRun(str(store.resolve()), cfg.ldm.run_name).require_done(3)["checkpoint"]
-    return f"{EvaluationRun(str(store.resolve()), cfg, checkpoint).url}/report.html"
+    snapshot = current_snapshot_id(DatasetStore(str(store.resolve()), cfg.dataset.version))
+    return f"{EvaluationRun(str(store.resolve()), cfg, checkpoint, snapshot).url}/report.html"
 
 
 def main() -> None:

@@ -108,9 +108,13 @@ class RenderConfig(_Strict):
 
 
 class StorageConfig(_Strict):
-    """Zarr layout knobs: a shard is ``shard_segments`` segments and the unit of atomic write."""
+    """Zarr layout knobs: a shard is ``shard_segments`` segments and the unit of atomic write;
+    the chunk inside it, the unit of reading, is ``chunk_frames`` frames of one segment."""
 
     shard_segments: int = Field(8, gt=0)
+    chunk_frames: int = Field(
+        5, gt=0, description="frames per inner chunk of per-frame arrays: reading one frame "
+                             "decodes this many; must divide the segment's frame count")
     compression_level: int = Field(1, ge=0, le=9, description="blosc-zstd level")
     lease_ttl_seconds: float = Field(
         120.0, gt=0, description="a build lease without a heartbeat for this long is stale")
@@ -179,6 +183,17 @@ class TrainStageConfig(_Strict):
     resolution: int = Field(gt=0, multiple_of=64)
 
 
+class LoaderConfig(_Strict):
+    """The training data loader: worker processes that read batches ahead of the loop."""
+
+    workers: int = Field(2, ge=0, description="DataLoader worker processes per rank; 0 reads "
+                                              "in the training process")
+    prefetch: int = Field(2, gt=0, description="batches each worker reads ahead")
+    start_method: Literal["forkserver", "spawn", "fork"] = Field(
+        "forkserver", description="how workers start: not fork in a Ray worker, whose gRPC "
+                                  "threads do not survive a fork")
+
+
 class TrainingConfig(_Strict):
     """The paper's training schedule (AdamW, lr 1e-5 for all three stages)."""
 
@@ -193,6 +208,7 @@ class TrainingConfig(_Strict):
     checkpoint_every: int = Field(100, gt=0)
     log_every: int = Field(10, gt=0)
     seed: int = 0
+    loader: LoaderConfig = LoaderConfig()
     stage1: TrainStageConfig
     stage2: TrainStageConfig
     stage3: TrainStageConfig
@@ -438,6 +454,9 @@ class DancegenConfig(_Strict):
         frames = self.dataset.segment_seconds * self.dataset.fps
         if abs(frames - round(frames)) > 1e-6:
             raise ValueError("dataset.segment_seconds * dataset.fps must be a whole frame count")
+        if self.dataset.segment_frames % self.storage.chunk_frames:
+            raise ValueError(f"storage.chunk_frames ({self.storage.chunk_frames}) must divide the "
+                             f"segment's {self.dataset.segment_frames} frames")
         if self.training.stage3.frames > self.ldm.motion_max_frames:
             raise ValueError("training.stage3.frames exceeds ldm.motion_max_frames, the temporal "
                              "position encoding's length")

@@ -41,11 +41,12 @@ from dancegen.storage.aistpp import AistppInputs, InputRoots
 from dancegen.storage.contract import dims_for
 from dancegen.storage.dataset import DatasetStore, Layout, one_line
 from dancegen.storage.lease import StoreLease, describe
-from dancegen.storage.segments import shard_ranges, stable_order
+from dancegen.storage.segments import SegmentTable, assign_rows
+from dancegen.storage.snapshot import current_snapshot_id, publish_snapshot
 from dancegen.tasks import metrics
 from dancegen.tasks.plan import Plan, plan_segments
 from dancegen.tasks.shard import ShardResult, ShardUnit
-from dancegen.tasks.stages import STAGES
+from dancegen.tasks.stages import STAGES, SharedInputs
 
 
 @dataclass
@@ -66,6 +67,9 @@ class BuildSummary:
     features_cached: int = 0
     features_failed: int = 0
     bytes_written: int = 0
+    tombstoned: int = 0  # rows this build tombstoned (removed or changed segments)
+    snapshot: str | None = None  # the snapshot current after the build
+    snapshot_new: bool = False  # whether this build published it
     seconds: float = 0.0
     unit_seconds: float = 0.0  # time spent inside the shard units, summed over workers
     unit_cpu_seconds: float = 0.0  # the workers' CPU time in them
@@ -88,7 +92,8 @@ class BuildSummary:
         return (
             tracks + f"{self.segments} segments; shards written {self.shards_written}, skipped "
             f"{self.shards_skipped}, failed {self.shards_failed}; inputs failed "
-            f"{self.inputs_failed}; {self.bytes_written / 1e6:.1f} MB in {self.seconds:.1f} s"
+            f"{self.inputs_failed}; {self.bytes_written / 1e6:.1f} MB in {self.seconds:.1f} s; "
+            f"snapshot {self.snapshot or 'none'}{' (new)' if self.snapshot_new else ''}"
         )
 
     def markdown(self) -> str:
@@ -139,6 +144,7 @@ def store_layout(config: DancegenConfig, synthetic: bool) -> Layout:
         dims=dims_for(config),
         shard_segments=config.storage.shard_segments,
         compression_level=config.storage.compression_level,
+        chunk_frames=config.storage.chunk_frames,
         attrs={
             "config_name": config.name,
             "fps": data.fps,
@@ -151,34 +157,58 @@ def store_layout(config: DancegenConfig, synthetic: bool) -> Layout:
     )
 
 
-def pending_units(
-    dataset: DatasetStore, roots: InputRoots, config: DancegenConfig, summary: BuildSummary,
-    input_failures: dict[str, str],
-) -> list[ShardUnit]:
-    """The shard units a build must compute: every (stage, shard) whose completion record is
-    missing or carries another key (a stale record is removed first). Counts skipped shards
-    in ``summary``; a stage whose shared inputs fail goes to ``input_failures``."""
-    segments = dataset.segments()
-    units = []
+def shared_inputs(roots: InputRoots, config: DancegenConfig,
+                  input_failures: dict[str, str]) -> dict[str, SharedInputs]:
+    """Each stage's shared inputs; a stage whose shared inputs fail (e.g. no body model)
+    goes to ``input_failures`` instead: it fails, the others run."""
+    shared = {}
     for stage_name in config.stages:
-        stage, records = STAGES[stage_name], dataset.records(stage_name)
         try:
-            shared = stage.shared_digest(roots, config)
-        except InputError as error:  # e.g. no body model: this stage fails, the others run
+            shared[stage_name] = STAGES[stage_name].shared(roots, config)
+        except InputError as error:
             input_failures[f"inputs/{stage_name}-shared"] = str(error)
-            continue
-        for shard, rows in enumerate(shard_ranges(len(segments), config.storage.shard_segments)):
-            shard_segments = [segments[i] for i in rows]
-            key = stage.key(shard_segments, config, shared)
-            record = records.get(shard)
+    return shared
+
+
+def stale_rows(table: SegmentTable, records: dict[str, dict[int, dict[str, Any]]],
+               shared: dict[str, SharedInputs], config: DancegenConfig) -> frozenset[int]:
+    """Rows of complete shards built from other inputs, config or code than now: they are
+    tombstoned and their segments appended anew, never rewritten under a snapshot."""
+    stale: set[int] = set()
+    shard_rows = table.shard_rows(config.storage.shard_segments)
+    for stage_name, digest in shared.items():
+        for shard, record in records[stage_name].items():
+            rows = shard_rows[shard] if shard < len(shard_rows) else range(0)
+            key = STAGES[stage_name].key(table.assigned(rows), config, digest)
+            if record.get("key") != key["key"]:
+                stale.update(rows)
+    return frozenset(stale)
+
+
+def pending_units(
+    dataset: DatasetStore, table: SegmentTable, roots: InputRoots, config: DancegenConfig,
+    shared: dict[str, SharedInputs], records: dict[str, dict[int, dict[str, Any]]],
+    summary: BuildSummary,
+) -> list[ShardUnit]:
+    """The shard units a build must compute: every (stage, shard) with a live row and no
+    completion record of the shard's current key. Counts skipped shards in ``summary``."""
+    units = []
+    for stage_name, digest in shared.items():
+        stage = STAGES[stage_name]
+        for shard, rows in enumerate(table.shard_rows(config.storage.shard_segments)):
+            if not any(table.is_live(i) for i in rows):
+                continue  # tombstones and padding only: nothing to read there
+            key = stage.key(table.assigned(rows), config, digest)
+            record = records[stage_name].get(shard)
             if record is not None and record.get("key") == key["key"]:
                 summary.shards_skipped += 1
                 continue
-            if record is not None:
-                dataset.invalidate(stage_name, shard)  # stale: incomplete until rewritten
+            if record is not None:  # stale rows are tombstoned first: only a record of
+                dataset.invalidate(stage_name, shard)  # a repaired stage's inputs is here
+            segments = [table.rows[i] if table.is_live(i) else None for i in rows]
             units.append(ShardUnit(dataset.store.url, dataset.version,
                                    roots.primary.location.url, stage_name, shard,
-                                   shard_segments, key,
+                                   segments, key,
                                    roots.pseudo.location.url if roots.pseudo else None,
                                    roots.jukebox_cache, rows.start))
     return units
@@ -219,18 +249,22 @@ def _prepare(dataset: DatasetStore, source: AistppInputs, plan: Plan,
         pseudo_plan = plan_segments(pseudo_url, config, dataset.store)
         planned += pseudo_plan.segments
         input_failures.update(pseudo_plan.failed)
-    previous = dataset.segments() if dataset.version in DatasetStore.versions(dataset.store) \
-        else []
-    segments = stable_order(previous, planned)
     roots = InputRoots(source, AistppInputs(pseudo_url) if pseudo_url else None)
-    features = extract_jukebox_features(dataset, roots, segments, config)
+    features = extract_jukebox_features(dataset, roots, planned, config)
     summary.features_extracted, summary.features_cached = features.extracted, features.cached
     summary.features_failed = len(features.failures)
     summary.failures.update(features.failures)
     roots = dataclasses.replace(roots, jukebox_cache=features.cache_url)
-    dataset.prepare(segments, config.stages, store_layout(config, source.synthetic))
-    summary.segments = len(segments)
-    units = pending_units(dataset, roots, config, summary, input_failures)
+    exists = dataset.version in DatasetStore.versions(dataset.store)
+    previous = dataset.table() if exists else SegmentTable()
+    shared = shared_inputs(roots, config, input_failures)
+    records = {stage: dataset.records(stage) if exists else {} for stage in shared}
+    table = assign_rows(previous, planned, config.storage.shard_segments,
+                        stale_rows(previous, records, shared, config))
+    dataset.prepare(table, config.stages, store_layout(config, source.synthetic))
+    summary.segments = len(table.live())
+    summary.tombstoned = len(table.dead - previous.dead)
+    units = pending_units(dataset, table, roots, config, shared, records, summary)
     for unit_id, reason in input_failures.items():
         logger.error("input unit %s failed: %s", unit_id, reason)
         dataset.record_failure(unit_id, reason, {"kind": "input"})
@@ -239,8 +273,9 @@ def _prepare(dataset: DatasetStore, source: AistppInputs, plan: Plan,
     for unit_id in dataset.failures():
         if unit_id.startswith("inputs/") and unit_id not in input_failures:
             dataset.clear_failure(unit_id)
-    logger.info("%d sequences, %d segments: %d shard units to build, %d already complete",
-                plan.sequences, len(segments), len(units), summary.shards_skipped)
+    logger.info("%d sequences, %d segments (%d rows tombstoned now): %d shard units to build, "
+                "%d already complete", plan.sequences, summary.segments, summary.tombstoned,
+                len(units), summary.shards_skipped)
     return units
 
 
@@ -342,6 +377,7 @@ def build_dataset(
         phase = time.perf_counter()
         _fan_out(dataset, units, config, summary, lease)
         summary.phases["fan_out_s"] = time.perf_counter() - phase
+        _publish(dataset, config, summary)
     summary.seconds = time.perf_counter() - started
     create_markdown_artifact(summary.markdown(), key="dataset-build-summary",
                              description=summary.headline())
@@ -349,9 +385,22 @@ def build_dataset(
     if summary.failed:
         return Failed(message=f"{summary.failed} units failed: {summary.headline()}",
                       data=summary.as_dict())
-    if summary.shards_written:
+    if summary.snapshot_new:
         _announce_update(dataset, summary)
     return Completed(message=summary.headline(), data=summary.as_dict())
+
+
+def _publish(dataset: DatasetStore, config: DancegenConfig, summary: BuildSummary) -> None:
+    """Publish the finished version as a snapshot (storage/snapshot.py); an incomplete one
+    keeps the previous snapshot current, so training never sees a half-built version."""
+    try:
+        published = publish_snapshot(dataset, list(config.stages))
+    except StoreError as error:
+        get_run_logger().warning("%s; the current snapshot stays %s", error,
+                                 current_snapshot_id(dataset))
+        summary.snapshot = current_snapshot_id(dataset)
+        return
+    summary.snapshot, summary.snapshot_new = published.id, published.new
 
 
 UPDATED_EVENT = "dancegen.dataset.updated"
@@ -359,12 +408,13 @@ UPDATED_EVENT = "dancegen.dataset.updated"
 
 def _announce_update(dataset: DatasetStore, summary: BuildSummary) -> None:
     """Emit ``dancegen.dataset.updated`` for this flow run: the verify deployment (and,
-    through it, training) is triggered by it, so a nightly build that wrote nothing triggers
-    nothing downstream. Prefect relates the event to the run's flow and deployment."""
+    through it, training) is triggered by it, so a nightly build that published no new
+    snapshot triggers nothing downstream. Prefect relates the event to the run's flow and
+    deployment."""
     flow_run = get_run_context().flow_run
     if flow_run is None:
         return
     emit_event(event=UPDATED_EVENT,
                resource={"prefect.resource.id": f"prefect.flow-run.{flow_run.id}"},
                payload={"store": dataset.store.url, "version": dataset.version,
-                        "shards_written": summary.shards_written})
+                        "snapshot": summary.snapshot, "shards_written": summary.shards_written})

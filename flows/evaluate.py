@@ -22,17 +22,18 @@ from prefect_ray.context import remote_options
 from dancegen.config import DancegenConfig
 from dancegen.flows.fanout import run_bounded
 from dancegen.flows.upstream import resolve_store_and_config
-from dancegen.storage.dataset import DatasetStore
 from dancegen.storage.evaluation import EvaluationRun
 from dancegen.storage.ldm_checkpoint import LdmRun
+from dancegen.storage.snapshot import DatasetSnapshot
 from dancegen.tasks.evaluation import KEYPOINTS_DWPOSE, evaluate_clip
 from dancegen.tasks.evaluation_report import summarize, write_report
 
 
 @task(name="evaluate-clip", cache_policy=NO_CACHE)
-def evaluate_clip_task(store: str, config: DancegenConfig, row: int, clip_id: str) -> dict:
+def evaluate_clip_task(snapshot: DatasetSnapshot, config: DancegenConfig, row: int,
+                       clip_id: str) -> dict:
     """Generate one clip and score it (models loaded once per Ray worker)."""
-    record = evaluate_clip(store, config, row, clip_id)
+    record = evaluate_clip(snapshot, config, row, clip_id)
     get_run_logger().info("%s: PSNR %.2f SSIM %.3f, %.1f s per generated second",
                           record["clip"], record["psnr"], record["ssim"],
                           record["generation_seconds"] / record["generated_seconds"])
@@ -66,10 +67,10 @@ def evaluate(
     run = LdmRun(out, config.ldm.run_name)
     if not run.done(3):
         return Failed(message=f"evaluation needs a finished LDM stage 3 in {run.location.url}")
-    evaluation = EvaluationRun(out, config, run.state(3)["checkpoint"])
+    snapshot = DatasetSnapshot.open(out, config.dataset.version)  # the current one, throughout
+    evaluation = EvaluationRun(out, config, run.state(3)["checkpoint"], snapshot.id)
     settings = config.evaluation
-    clips = [(row, s.id) for row, s in enumerate(DatasetStore(out, config.dataset.version)
-                                                 .segments()) if s.split == settings.split]
+    clips = [(row, s.id) for row, s in snapshot.segments(settings.split)]
     clips = clips[:settings.max_clips]
     if not clips:
         return Failed(message=f"no {settings.split}-split clips in {out}")
@@ -84,7 +85,7 @@ def evaluate(
 
     def submit(unit: tuple[int, str]):
         with remote_options(**resources.ray_options()):
-            return clip_task.submit(out, config, *unit)
+            return clip_task.submit(snapshot, config, *unit)
 
     for (_, clip), result in run_bounded(todo, submit, config.ray.max_in_flight):
         if isinstance(result, BaseException):
@@ -118,8 +119,9 @@ def evaluate(
 def _notes(config: DancegenConfig, run: LdmRun, summary: dict) -> list[str]:
     """What a reader must know to compare the numbers with the paper's."""
     notes = [f"config {config.name}; {summary['clips']} clips ({summary['frames']} frames) of "
-             f"the {config.evaluation.split} split; DDIM {config.generation.ddim_steps} steps, "
-             f"CFG {config.generation.guidance_scale}",
+             f"the {config.evaluation.split} split of dataset snapshot {summary['snapshot']}; "
+             f"stage 3 trained on snapshot {run.state(3).get('snapshot')}; DDIM "
+             f"{config.generation.ddim_steps} steps, CFG {config.generation.guidance_scale}",
              f"2D-BeatAlign: {config.evaluation.beat_align} variant; generated-video keypoints: "
              f"{summary['keypoints']}; ground truth: "
              + ("DWPose too" if summary["keypoints"] == KEYPOINTS_DWPOSE else

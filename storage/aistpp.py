@@ -41,6 +41,8 @@ from dancegen.storage.paths import safe_key, safe_name
 from dancegen.storage.safe_pickle import safe_loads
 from dancegen.storage.segments import Segment
 
+CAMERA_MAPPING = "cameras/mapping.txt"  # sequence -> camera setting, one per line
+
 AISTPP_FPS = 60.0
 PSEUDO_MANIFEST = "pseudo.json"  # marks a root of EDGE pseudo-motions (see tasks/edge_synthesis)
 SPLIT_FILES = {"train": "crossmodal_train.txt", "val": "crossmodal_val.txt",
@@ -266,12 +268,12 @@ class AistppInputs:
     def camera_mapping(self) -> dict[str, str]:
         """Sequence -> camera setting, as cameras/mapping.txt gives them (settings unchecked;
         lines without two fields give nothing); empty without the file."""
-        lines = self._text_lines("cameras/mapping.txt") or []
+        lines = self._text_lines(CAMERA_MAPPING) or []
         return {fields[0]: fields[1] for fields in map(str.split, lines) if len(fields) >= 2}
 
     def camera_setting_key(self, setting: str) -> str:
         """``cameras/<setting>.json`` for a setting named in cameras/mapping.txt."""
-        where = f"{self.location.url}/cameras/mapping.txt"
+        where = f"{self.location.url}/{CAMERA_MAPPING}"
         return f"cameras/{safe_name(setting, 'camera setting', where)}.json"
 
     def cameras(self, sequence: str) -> dict[str, Camera]:

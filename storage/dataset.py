@@ -3,23 +3,24 @@
 Writers: the flow driver alone creates groups and arrays, resizes them and writes the segment
 table (:meth:`DatasetStore.prepare`); each shard of each stage is then written by exactly one
 task (:meth:`DatasetStore.write_shard`), which writes every array of its stage for its rows and
-only then the shard's completion record. A shard is complete exactly when its record exists:
-records are removed before a shard is recomputed and whenever the table moves rows under it,
-so a partially written shard can never be read as complete.
+only then the shard's completion record. A shard is complete exactly when its record exists.
+Rows are append-only (storage/segments.py), so a complete shard is never rewritten by a build:
+only a shard without a record (never finished, or dropped as damaged by ``verify --repair``)
+is written, and a partially written shard can never be read as complete.
 
 Layout below the store root (see docs/data-contract.md)::
 
     zarr.json                         root group; attrs["dancegen"]["versions"]
     <version>/zarr.json               version group; attrs["dancegen"] incl. the segment table
-    <version>/<array path>/...        Zarr v3 sharded arrays (chunk = 1 segment)
+    <version>/<array path>/...        Zarr v3 sharded arrays (chunk = a few frames of a segment)
     <version>/_records/<stage>/<shard>.json   completion record of one shard
+    <version>/_snapshots/<id>.json            an immutable snapshot (storage/snapshot.py)
     <version>/_failures/<unit>.json           last failure of a unit, with its reason
                                               (long unit ids: shortened, see unit_file_name)
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import socket
 import time
@@ -36,7 +37,7 @@ from dancegen.errors import StoreError
 from dancegen.storage.contract import ARRAYS, CONTRACT_VERSION, ArraySpec, arrays_of
 from dancegen.storage.location import StoreLocation
 from dancegen.storage.paths import safe_name
-from dancegen.storage.segments import Segment, from_columns, shard_ranges, to_columns
+from dancegen.storage.segments import Segment, SegmentTable, shard_ranges
 
 RECORDS = "_records"
 FAILURES = "_failures"
@@ -94,6 +95,7 @@ class Layout:
     shard_segments: int
     compression_level: int
     attrs: dict[str, Any]
+    chunk_frames: int = 5
 
 
 class DatasetStore:
@@ -131,9 +133,13 @@ class DatasetStore:
         """The version's dancegen attributes (layout, dims, segment table)."""
         return dict(self.group().attrs["dancegen"])
 
+    def table(self) -> SegmentTable:
+        """The segment table as the last build left it (readers use a snapshot instead)."""
+        return SegmentTable.from_attrs(self.attrs)
+
     def segments(self) -> list[Segment]:
-        """The segment table: row i describes index i of every array."""
-        return from_columns(self.attrs["segments"])
+        """The live segments, in row order (not indexed by row: see :meth:`table`)."""
+        return self.table().live_segments()
 
     def shard_ranges(self) -> list[range]:
         """Rows of each shard."""
@@ -142,16 +148,18 @@ class DatasetStore:
 
     # --- driver side: layout ---------------------------------------------------------------
 
-    def prepare(self, segments: list[Segment], stages: Iterable[str], layout: Layout) -> None:
-        """Create or update the version group so that it holds ``segments`` for ``stages``.
+    def prepare(self, table: SegmentTable | list[Segment], stages: Iterable[str],
+                layout: Layout) -> None:
+        """Create or update the version group so that it holds ``table`` for ``stages`` (a
+        list of segments: a table of exactly those rows).
 
-        Arrays are resized to the segment count; records of shards whose rows changed are
-        removed. Changing a per-segment shape or the shard size needs a new dataset version.
+        Arrays grow to the table's row count (rows are append-only: see
+        :func:`~dancegen.storage.segments.assign_rows`, so no complete shard changes).
+        Changing a per-segment shape, the chunking or the shard size needs a new version.
         """
+        if not isinstance(table, SegmentTable):
+            table = SegmentTable.of(table)
         self.store.check_reachable()
-        old_ids: list[str] = []
-        with contextlib.suppress(StoreError, KeyError):
-            old_ids = self.attrs["segments"]["id"]
         root = zarr.open_group(store=self.store.zarr_store(), mode="a")
         meta = dict(root.attrs.get("dancegen", {"contract_version": CONTRACT_VERSION}))
         meta["versions"] = sorted({*meta.get("versions", []), self.version})
@@ -159,26 +167,30 @@ class DatasetStore:
         group = root.require_group(self.version)
         for stage in stages:
             for spec in arrays_of(stage):
-                self._ensure_array(group, spec, len(segments), layout)
-        self._drop_moved_records([s.id for s in segments], old_ids, layout.shard_segments)
+                self._ensure_array(group, spec, len(table.rows), layout)
         group.attrs["dancegen"] = {
             **layout.attrs,
             "contract_version": CONTRACT_VERSION,
             "dims": layout.dims,
             "shard_segments": layout.shard_segments,
-            "segments": to_columns(segments),
+            "chunk_frames": layout.chunk_frames,
+            **table.to_attrs(),
         }
 
     def _ensure_array(self, group: zarr.Group, spec: ArraySpec, count: int, layout: Layout):
         per_segment = spec.resolve(layout.dims)
         shards = (layout.shard_segments, *per_segment)
+        chunks = (1, layout.chunk_frames, *per_segment[1:]) if spec.per_frame else \
+            (1, *per_segment)
         if spec.name in group:
             array = group[spec.name]
-            if array.shape[1:] != per_segment or array.shards != shards:
+            if array.shape[1:] != per_segment or array.shards != shards \
+                    or array.chunks != chunks:
                 raise StoreError(
-                    f"{self.location.url}/{spec.name} has per-segment shape {array.shape[1:]} "
-                    f"and shards {array.shards}; the config asks for {per_segment} and {shards}."
-                    " Use a new dataset.version for a different layout."
+                    f"{self.location.url}/{spec.name} has per-segment shape {array.shape[1:]}, "
+                    f"shards {array.shards} and chunks {array.chunks}; the config asks for "
+                    f"{per_segment}, {shards} and {chunks}. Use a new dataset.version for a "
+                    "different layout."
                 )
             if array.shape[0] != count:
                 array.resize((count, *per_segment))
@@ -188,7 +200,7 @@ class DatasetStore:
             spec.name,
             shape=(count, *per_segment),
             dtype=spec.dtype,
-            chunks=(1, *per_segment),
+            chunks=chunks,
             shards=shards,
             compressors=[
                 zarr.codecs.BloscCodec(
@@ -198,16 +210,8 @@ class DatasetStore:
             ],
             fill_value=spec.fill_value,
             attributes={"description": spec.description, "stage": spec.stage},
-            dimension_names=("segment", *[str(d) for d in spec.shape]),
+            dimension_names=spec.dimension_names,
         )
-
-    def _drop_moved_records(self, new_ids: list[str], old_ids: list[str], size: int) -> None:
-        new_shards = shard_ranges(len(new_ids), size)
-        for stage in self._record_stages():
-            for shard, record in self.records(stage).items():
-                rows = new_shards[shard] if shard < len(new_shards) else range(0)
-                if record.get("segments") != [new_ids[i] for i in rows]:
-                    self.invalidate(stage, shard)
 
     def _record_stages(self) -> list[str]:
         try:
@@ -259,14 +263,15 @@ class DatasetStore:
 
     def write_shard(
         self, stage: str, shard: int, data: dict[str, np.ndarray], record: dict[str, Any],
-        rows: range | None = None, ids: list[str] | None = None,
+        rows: range | None = None, ids: list[str | None] | None = None,
     ) -> int:
         """Write every array of ``stage`` for one shard, then its completion record.
 
         ``data`` maps each contract array of the stage to an array of the shard's rows. Each
         array's shard is written in one assignment covering the whole shard, so zarr encodes
         and stores it as one object (temp file + rename locally, one PUT on S3). ``rows`` and
-        ``ids`` are the shard's rows and segment ids as the build planned them: a worker
+        ``ids`` are the shard's rows and segment ids as the build planned them (None for a
+        tombstoned or padding row, written as fill values): a worker
         passes its unit's, so that it never reads the segment table (the version group's
         metadata, megabytes at paper scale); without them they are read from the table.
         """

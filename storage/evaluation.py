@@ -10,9 +10,10 @@
         metrics.json                 the aggregate (Table 1's columns) and what was missing
         report.md, report.html, plots/*.png
 
-The settings hash covers the dataset, generation and evaluation config sections (less the
-number of clips and of sample frames), so changing the sampler or the metric weights evaluates
-afresh instead of mixing, while evaluating more clips adds to the same evaluation.
+The settings hash covers the dataset snapshot evaluated (its test clips), the dataset,
+generation and evaluation config sections (less the number of clips and of sample frames), so
+changing the sampler, the metric weights or the data evaluates afresh instead of mixing, while
+evaluating more clips adds to the same evaluation.
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ from dancegen.storage.ldm_checkpoint import LdmRun
 from dancegen.storage.location import StoreLocation
 
 
-def evaluation_settings_hash(config: DancegenConfig) -> str:
-    """What the clips' videos and metrics depend on: the dataset, the sampler and the metric
-    settings; not how many clips are evaluated nor how many frames the report shows."""
-    payload = {"dataset": config.dataset.model_dump(mode="json"),
+def evaluation_settings_hash(config: DancegenConfig, snapshot_id: str) -> str:
+    """What the clips' videos and metrics depend on: the snapshot, the dataset, the sampler and
+    the metric settings; not how many clips are evaluated nor how many frames the report
+    shows."""
+    payload = {"snapshot": snapshot_id, "dataset": config.dataset.model_dump(mode="json"),
                "generation": config.generation.model_dump(mode="json"),
                "evaluation": config.evaluation.model_dump(
                    mode="json", exclude={"max_clips", "sample_frames"})}
@@ -45,9 +47,11 @@ def evaluation_settings_hash(config: DancegenConfig) -> str:
 class EvaluationRun:
     """One evaluation of one stage-3 checkpoint under one set of settings."""
 
-    def __init__(self, store: str, config: DancegenConfig, checkpoint: str) -> None:
+    def __init__(self, store: str, config: DancegenConfig, checkpoint: str,
+                 snapshot_id: str) -> None:
         run = LdmRun(store, config.ldm.run_name)
-        settings = evaluation_settings_hash(config)
+        self.snapshot_id = snapshot_id
+        settings = evaluation_settings_hash(config, snapshot_id)
         self.name = f"{PurePosixPath(checkpoint).name}-{settings}"
         self.location: StoreLocation = run.location.child("eval", self.name)
 

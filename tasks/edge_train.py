@@ -1,9 +1,10 @@
 """Train EDGE on AIST++-layout inputs, resumably: one Prefect task, run on a (GPU) Ray worker.
 
-The loop, as EDGE's ``train_loop``: sample a batch of normalised windows, diffusion loss,
-optimiser step, EMA update every step. Every ``checkpoint_every`` steps the model, EMA,
-optimizer, step and both RNG states go to the store, so a killed run re-started with the same
-arguments continues from the last checkpoint and ends with the same weights as an
+The loop, as EDGE's ``train_loop``: a batch of normalised windows from a DataLoader (each
+step's windows drawn from the step's own generator), diffusion loss, optimiser step, EMA
+update every step. Every ``checkpoint_every`` steps the model, EMA, optimizer, step and the
+RNG state go to the store, so a killed run re-started with the same arguments continues from
+the last checkpoint and ends with the same weights as an
 uninterrupted run (on the same device).
 """
 
@@ -17,7 +18,7 @@ import torch
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from dancegen.config import DancegenConfig
+from dancegen.config import DancegenConfig, LoaderConfig
 from dancegen.errors import ConfigError
 from dancegen.models.edge import DanceDecoder, EdgeModelConfig
 from dancegen.models.edge_diffusion import EdgeDiffusion, ema_update
@@ -32,6 +33,7 @@ from dancegen.tasks.edge_data import (
     windows_key,
 )
 from dancegen.tasks.retries import retry_unless_deterministic
+from dancegen.tasks.step_loader import step_loader
 
 
 @dataclass
@@ -89,6 +91,31 @@ def _check_resumable(run: EdgeRun, trained: EdgeModelConfig, configured: EdgeMod
                           "settings changed): set a new edge.run_name to train on these")
 
 
+class WindowDataset(torch.utils.data.Dataset):
+    """EDGE's training samples: normalised motion and music features of one window each."""
+
+    def __init__(self, motion: torch.Tensor, cond: torch.Tensor) -> None:
+        self.motion, self.cond = motion, cond
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.motion[index], self.cond[index]
+
+    def __len__(self) -> int:
+        return len(self.motion)
+
+
+def window_loader(windows: WindowDataset, seed: int, batch_size: int, start_step: int,
+                  steps: int) -> torch.utils.data.DataLoader:
+    """The batches of steps ``start_step`` to ``steps``, each step's windows drawn from its
+    own generator (a resumed run sees the same batches). Read in this process: the windows
+    are in memory already, and worker processes would each get a copy of all of them."""
+    def draw(step: int) -> list[int]:
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        return torch.randint(len(windows), (batch_size,), generator=generator).tolist()
+
+    return step_loader(windows, draw, start_step, steps, LoaderConfig(workers=0))
+
+
 def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -103,7 +130,6 @@ def train_edge_now(inputs_url: str, store_url: str, config: DancegenConfig,
     data, data_key = load_windows(inputs_url, run, config)
     device = _device()
     torch.manual_seed(settings.seed)
-    batches = torch.Generator().manual_seed(settings.seed)  # which windows each step sees
 
     previous = run.latest()
     model_config = model_config_for(config, data.cond.shape[-1])
@@ -125,7 +151,6 @@ def train_edge_now(inputs_url: str, store_url: str, config: DancegenConfig,
         optimizer.load_state_dict(previous.optimizer_state)
         rng = previous.dancegen["rng"]
         torch.set_rng_state(rng["torch"])
-        batches.set_state(rng["batches"])
         if device.type == "cuda" and rng.get("cuda") is not None:
             torch.cuda.set_rng_state(rng["cuda"])
         step, losses = previous.step, list(run.state().get("losses", []))
@@ -134,14 +159,13 @@ def train_edge_now(inputs_url: str, store_url: str, config: DancegenConfig,
         normalizer = MinMaxNormalizer.fit(data.motion)
     resumed_from = step
     normalizer.to(device)
-    motion = normalizer.normalize(data.motion.to(device))
-    cond = data.cond.to(device)
-
+    windows = WindowDataset(normalizer.normalize(data.motion.to(device)).cpu(), data.cond)
     model.train()
     tick, run_steps = time.perf_counter(), 0
-    while step < settings.steps:
-        index = torch.randint(len(motion), (settings.batch_size,), generator=batches)
-        total, parts = diffusion.loss(motion[index.to(device)], cond[index.to(device)])
+    for motion, cond in window_loader(windows, settings.seed, settings.batch_size, step,
+                                      settings.steps):
+        total, parts = diffusion.loss(motion.to(device, non_blocking=True),
+                                      cond.to(device, non_blocking=True))
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
@@ -152,7 +176,7 @@ def train_edge_now(inputs_url: str, store_url: str, config: DancegenConfig,
             losses.append([step, total.item()] + [v.item() for v in parts.values()])
             log(f"step {step}/{settings.steps} loss {total.item():.4f}")
         if step % settings.checkpoint_every == 0 or step == settings.steps:
-            rng = {"torch": torch.get_rng_state(), "batches": batches.get_state(),
+            rng = {"torch": torch.get_rng_state(),
                    "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None}
             checkpoint = EdgeCheckpoint(
                 model_config=model_config, ema_state=ema.state_dict(),
@@ -163,13 +187,13 @@ def train_edge_now(inputs_url: str, store_url: str, config: DancegenConfig,
             )
             run.save(checkpoint, {"step": step, "steps": settings.steps, "losses": losses,
                                   "loss_columns": ["step", "total", *parts],
-                                  "windows": len(motion), "windows_key": data_key},
+                                  "windows": len(windows), "windows_key": data_key},
                      publish=step == settings.steps)
     seconds = time.perf_counter() - started
     rate = run_steps / max(time.perf_counter() - tick, 1e-9)
     first = losses[0][1] if losses else float("nan")
     last = losses[-1][1] if losses else float("nan")
-    return EdgeTrainResult(run.checkpoint_url, step, resumed_from, len(motion), first, last,
+    return EdgeTrainResult(run.checkpoint_url, step, resumed_from, len(windows), first, last,
                            seconds, rate)
 
 

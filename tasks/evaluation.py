@@ -27,10 +27,10 @@ import torch
 
 from dancegen.config import DancegenConfig, EvaluationWeights
 from dancegen.errors import InputError
-from dancegen.storage.dataset import DatasetStore
 from dancegen.storage.evaluation import EvaluationRun
 from dancegen.storage.media import write_mp4
 from dancegen.storage.metric_weights import load_i3d, load_lpips
+from dancegen.storage.snapshot import DatasetSnapshot
 from dancegen.tasks.av_align import av_align
 from dancegen.tasks.beat_align_2d import DEFAULT_MIN_SCORE, BeatAlign2d, beat_align_2d
 from dancegen.tasks.dwpose import DwPose
@@ -94,15 +94,16 @@ class ClipData:
     keypoints: np.ndarray     # (T, 18, 3) rendered keypoints, pixels of the R x R frame
 
 
-def read_clip(dataset: DatasetStore, row: int, clip_id: str, config: DancegenConfig,
+def read_clip(snapshot: DatasetSnapshot, row: int, clip_id: str, config: DancegenConfig,
               resolution: int) -> ClipData:
     """The first ``evaluation.clip_frames`` frames (default: all) of segment ``row``, the
     frames resized as training resizes them (``ldm_data``), the keypoints with them."""
     frames = config.evaluation.clip_frames or config.dataset.segment_frames
     frames = min(frames, config.dataset.segment_frames)
-    video = dataset.read("video/frames", row)[:frames]
+    clip = slice(0, frames)
+    video = snapshot.read("video/frames", row, clip)
     rate = config.music.audio_sample_rate
-    keypoints = dataset.read("pose/keypoints2d", row)[:frames].astype(np.float32)
+    keypoints = snapshot.read("pose/keypoints2d", row, clip).astype(np.float32)
     height, width = video.shape[1:3]
     scale = np.array([resolution / width, resolution / height], np.float32)
     keypoints[..., :2] = (keypoints[..., :2] + 0.5) * scale - 0.5  # pixel centres
@@ -112,9 +113,10 @@ def read_clip(dataset: DatasetStore, row: int, clip_id: str, config: DancegenCon
         video = video.permute(0, 2, 3, 1).numpy()
     return ClipData(
         clip_id=clip_id, frames=video,
-        music=dataset.read(f"music/{config.music.backend}", row)[:frames].astype(np.float32),
-        audio=dataset.read("music/audio", row)[:round(frames / config.dataset.fps * rate)],
-        sample_rate=rate, beats=np.flatnonzero(dataset.read("music/beats", row)[:frames]),
+        music=snapshot.read(f"music/{config.music.backend}", row, clip).astype(np.float32),
+        audio=snapshot.read("music/audio", row, slice(0, round(frames / config.dataset.fps
+                                                               * rate))),
+        sample_rate=rate, beats=np.flatnonzero(snapshot.read("music/beats", row, clip)),
         keypoints=keypoints)
 
 
@@ -178,22 +180,23 @@ def sample_strip(real: np.ndarray, generated: np.ndarray, count: int) -> np.ndar
                            np.concatenate(list(generated[picks]), axis=1)], axis=0)
 
 
-def evaluate_clip(store: str, config: DancegenConfig, row: int, clip_id: str
+def evaluate_clip(snapshot: DatasetSnapshot, config: DancegenConfig, row: int, clip_id: str
                   ) -> dict[str, Any]:
-    """Generate and score segment ``row`` (id ``clip_id``); writes its video, sample, features
-    and record."""
+    """Generate and score segment ``row`` (id ``clip_id``) of ``snapshot``; writes its video,
+    sample, features and record."""
+    store = snapshot.dataset.store.url
     pipeline = worker_pipeline(store, config)
     models = worker_metric_models(config.evaluation.weights)
-    evaluation = EvaluationRun(store, config, pipeline.checkpoint)
-    dataset = DatasetStore(store, config.dataset.version)
-    clip = read_clip(dataset, row, clip_id, config, pipeline.resolution)
+    evaluation = EvaluationRun(store, config, pipeline.checkpoint, snapshot.id)
+    clip = read_clip(snapshot, row, clip_id, config, pipeline.resolution)
     fps, frames = config.dataset.fps, len(clip.frames)
 
     started = time.perf_counter()
     video = generate(pipeline, [(0, frames)], [clip.music], clip.frames[0])
     seconds = time.perf_counter() - started
 
-    record = {"clip": clip.clip_id, "row": row, "frames": frames, "fps": fps,
+    record = {"clip": clip.clip_id, "row": row, "snapshot": snapshot.id, "frames": frames,
+              "fps": fps,
               "generation_seconds": seconds, "generated_seconds": frames / fps,
               "missing": dict(models.missing),
               **clip_metrics(clip, video.frames, video.keypoints, fps, models,

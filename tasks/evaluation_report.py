@@ -57,7 +57,7 @@ def summarize(evaluation: EvaluationRun, records: list[dict[str, Any]],
         "psnr": _frame_mean(records, "psnr"), "ssim": _frame_mean(records, "ssim"),
         "lpips": _frame_mean(records, "lpips"), "fvd": None,
         "fvd_frames": fvd_frames, "keypoints": records[0]["keypoints"] if records else None,
-        "failures": failures, "missing": missing,
+        "failures": failures, "missing": missing, "snapshot": evaluation.snapshot_id,
     }
     for metric in ("beat_align", "av_align"):
         for side in ("generated", "ground_truth"):

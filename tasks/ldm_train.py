@@ -27,7 +27,7 @@ from dancegen.errors import ConfigError
 from dancegen.models.champ import ChampModel
 from dancegen.models.m2penc import M2PEnc
 from dancegen.storage.ldm_checkpoint import LdmRun
-from dancegen.tasks.ldm_data import ClipSource
+from dancegen.tasks.ldm_data import ClipSource, SampleSpec
 from dancegen.tasks.ldm_models import (
     base_weights,
     frozen_encoders,
@@ -80,23 +80,45 @@ def freeze_for_stage(stage: int, champ: ChampModel) -> None:
         param.requires_grad_(stage == 3)
 
 
-def step_generator(seed: int, stage: int, step: int, rank: int) -> torch.Generator:
-    """The RNG of one step on one rank: batches and noise depend on nothing else."""
-    return torch.Generator().manual_seed(((seed * 1009 + stage) * 1_000_003 + step) * 64 + rank)
+DATA, NOISE = 0, 1  # the two random streams of a step: which clips, and noise/dropout
 
 
-def make_batch(stage: int, source: ClipSource, generator: torch.Generator,
-               config: DancegenConfig, frozen: tuple | None, scheduler: DDPMScheduler | None,
-               device: torch.device, per_rank_batch: int) -> dict[str, torch.Tensor]:
-    """Draw a stage's batch; for stages 2 and 3, encode it into noisy latents."""
-    settings = config.training.stage(stage)
+def step_generator(seed: int, stage: int, step: int, rank: int,
+                   stream: int = DATA) -> torch.Generator:
+    """The RNG of one stream of one step on one rank: batches and noise depend on nothing
+    else (the data stream is drawn by the loader's sampler, the noise one in the loop)."""
+    index = (((seed * 1009 + stage) * 1_000_003 + step) * 64 + rank) * 2 + stream
+    return torch.Generator().manual_seed(index)
+
+
+def stage_samples(stage: int, config: DancegenConfig) -> SampleSpec:
+    """What a stage's samples hold: stage 1 M2PEnc's inputs and targets; stage 2 frames and
+    rendered guidance; stage 3 frames and M2PEnc's inputs (it guides with M2PEnc's maps, the
+    rendered ones are only their 64x64 targets)."""
     if stage == 1:
-        batch = source.batch(generator, per_rank_batch, settings.frames)
-        return {k: v.to(device) for k, v in batch.items()}
-    # stage 3 guides with M2PEnc's maps: the rendered ones are only its 64x64 targets
-    data = source.batch(generator, per_rank_batch, settings.frames, settings.resolution,
-                        m2penc=stage == 3, rendered_guidance=stage == 2)
+        return SampleSpec()
+    return SampleSpec(config.training.stage(stage).resolution, m2penc=stage == 3,
+                      rendered_guidance=stage == 2)
+
+
+def stage_loader(stage: int, source: ClipSource, config: DancegenConfig, start_step: int,
+                 rank: int, per_rank_batch: int) -> torch.utils.data.DataLoader:
+    """The stage's batches from ``start_step`` on, each drawn from its step's data stream."""
+    settings, seed = config.training.stage(stage), config.training.seed
+    return source.loader(
+        stage_samples(stage, config),
+        lambda step: source.requests(step_generator(seed, stage, step, rank), per_rank_batch,
+                                     settings.frames),
+        start_step, settings.steps)
+
+
+def make_batch(stage: int, data: dict[str, torch.Tensor], generator: torch.Generator,
+               config: DancegenConfig, frozen: tuple | None, scheduler: DDPMScheduler | None,
+               device: torch.device) -> dict[str, torch.Tensor]:
+    """A stage's batch on ``device``; for stages 2 and 3, encoded into noisy latents."""
     data = {k: v.to(device) for k, v in data.items()}
+    if stage == 1:
+        return data
     vae, image_encoder = frozen
     latents = encode_latents(vae, data.pop("frames"), generator)
     reference = data.pop("reference")
@@ -164,13 +186,15 @@ def train_stage(stage: int, store: str, config: DancegenConfig, *, rank: int = 0
         frozen = (vae.to(device), image_encoder.to(device))
         scheduler = DDPMScheduler(**config.ldm.schedule.model_dump())
     model = prepare(objective)
-    source = ClipSource(store, config)
+    # a resumed stage reads the snapshot it started on; a new one the current snapshot
+    snapshot_id = run.state(stage).get("snapshot") if resumed is not None else None
+    source = ClipSource(store, config, snapshot_id)
     per_rank_batch = settings.batch_size // world_size  # the config checks it divides
+    loader = stage_loader(stage, source, config, step, rank, per_rank_batch)
     model.train()
-    while step < settings.steps:
-        generator = step_generator(training.seed, stage, step, rank)
-        batch = make_batch(stage, source, generator, config, frozen, scheduler, device,
-                           per_rank_batch)
+    for data in loader:
+        generator = step_generator(training.seed, stage, step, rank, NOISE)
+        batch = make_batch(stage, data, generator, config, frozen, scheduler, device)
         with _autocast(device, training.mixed_precision):
             loss, parts = model(batch)
         optimizer.zero_grad(set_to_none=True)
@@ -192,7 +216,8 @@ def train_stage(stage: int, store: str, config: DancegenConfig, *, rank: int = 0
                       "torch_rng": torch.get_rng_state(), "step": step,
                       "grad_scaler": scaler.state_dict()},
                      {"losses": losses, "loss_columns": [*LOSS_COLUMNS, *parts],
-                      "world_size": world_size, "device": device.type},
+                      "world_size": world_size, "device": device.type,
+                      "snapshot": source.snapshot.id},
                      done=finished)
     seconds = time.perf_counter() - started
     return {**(run.state(stage) or {}), "resumed_from": start_step, "seconds": seconds,

@@ -15,10 +15,12 @@ import time
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
+import numpy as np
 import ray
 
 from dancegen.config import DancegenConfig
 from dancegen.storage.aistpp import InputRoots
+from dancegen.storage.contract import ARRAYS
 from dancegen.storage.dataset import DatasetStore
 from dancegen.storage.segments import Segment
 from dancegen.tasks import metrics
@@ -34,7 +36,7 @@ class ShardUnit:
     inputs_url: str
     stage: str
     shard: int
-    segments: list[Segment]
+    segments: list[Segment | None]  # one per row of the shard; None: tombstone or padding
     key: dict[str, str]
     pseudo_url: str | None = None  # root of EDGE pseudo-motions, when the build has them
     jukebox_cache: str | None = None  # the build's Jukebox feature cache, with that stage
@@ -59,6 +61,13 @@ class ShardResult:
 
 
 _NOT_SET_UP = object()
+
+
+def _scatter(values: np.ndarray, rows: list[int], count: int, fill: float | int) -> np.ndarray:
+    """``values`` of the live ``rows`` placed in a shard of ``count`` rows of ``fill``."""
+    out = np.full((count, *values.shape[1:]), fill, dtype=values.dtype)
+    out[rows] = values
+    return out
 
 
 class StageWorker:
@@ -87,7 +96,11 @@ class StageWorker:
         """Compute the unit's stage for its shard and write arrays + completion record."""
         started, cpu_started = time.perf_counter(), time.process_time()
         roots = InputRoots.parse(unit.inputs_url, unit.pseudo_url, unit.jukebox_cache)
-        arrays = self._computer(roots, config)(unit.segments, roots, config)
+        live = [i for i, s in enumerate(unit.segments) if s is not None]
+        arrays = self._computer(roots, config)([unit.segments[i] for i in live], roots, config)
+        if len(live) < len(unit.segments):  # dead rows hold fill values: never read as data
+            arrays = {name: _scatter(values, live, len(unit.segments), ARRAYS[name].fill_value)
+                      for name, values in arrays.items()}
         worker: dict[str, int | str] = {"pid": os.getpid(), "setups": self.setups}
         if ray.is_initialized():  # in a Ray worker: which node of the cluster ran it
             worker["node"] = ray.get_runtime_context().get_node_id()
@@ -96,10 +109,10 @@ class StageWorker:
             unit.first_row, unit.first_row + len(unit.segments))
         nbytes = dataset.write_shard(unit.stage, unit.shard, arrays,
                                      {**unit.key, "worker": worker}, rows,
-                                     [s.id for s in unit.segments])
-        frames = len(unit.segments) * config.dataset.segment_frames
-        metrics.record_shard(unit.stage, len(unit.segments), frames, nbytes)
-        return ShardResult(unit.unit_id, len(unit.segments), nbytes,
+                                     [s.id if s else None for s in unit.segments])
+        frames = len(live) * config.dataset.segment_frames
+        metrics.record_shard(unit.stage, len(live), frames, nbytes)
+        return ShardResult(unit.unit_id, len(live), nbytes,
                            time.perf_counter() - started, worker,
                            time.process_time() - cpu_started)
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -20,7 +20,7 @@ import dancegen
 from dancegen.config import DancegenConfig
 from dancegen.errors import InputError
 from dancegen.models.motion_repr import encode_edge151
-from dancegen.storage.aistpp import InputRoots
+from dancegen.storage.aistpp import CAMERA_MAPPING, InputRoots
 from dancegen.storage.contract import JUKEBOX_DIM
 from dancegen.storage.segments import Segment
 from dancegen.tasks.music_features import baseline_features, edge_start_bpm, feature_sample_rate
@@ -28,6 +28,17 @@ from dancegen.tasks.segment_inputs import audio_window, motion_window, resample_
 
 ComputeFn = Callable[[list[Segment], InputRoots, DancegenConfig], dict[str, np.ndarray]]
 SharedFn = Callable[[InputRoots, DancegenConfig], str]
+SequenceFn = Callable[[InputRoots, DancegenConfig], dict[str, str]]
+
+
+@dataclass(frozen=True)
+class SharedInputs:
+    """What a stage reads besides each segment's own files: one digest of what every segment
+    reads (the body model, the camera setting files) and one per sequence (its camera setting
+    and video), so that adding a sequence to cameras/mapping.txt changes no other shard."""
+
+    digest: str = ""
+    per_sequence: Mapping[str, str] = field(default_factory=dict)
 SetupFn = Callable[[InputRoots, DancegenConfig], ComputeFn]
 IdentityFn = Callable[[InputRoots, DancegenConfig], Hashable]
 
@@ -148,6 +159,8 @@ class Stage:
     compute: ComputeFn | None = None
     # digest of inputs shared by every segment (body model, cameras), computed once per build
     shared_inputs: SharedFn | None = None
+    # digest per sequence of inputs outside the segment's own files (camera, video)
+    sequence_inputs: SequenceFn | None = None
     setup: SetupFn | None = None
     setup_identity: IdentityFn | None = None
 
@@ -162,23 +175,28 @@ class Stage:
         """What the worker's set-up is built from (None: nothing, it never changes)."""
         return self.setup_identity(roots, config) if self.setup_identity else None
 
-    def shared_digest(self, roots: InputRoots, config: DancegenConfig) -> str:
-        """Digest of the stage's shared inputs ("" when it has none)."""
-        return self.shared_inputs(roots, config) if self.shared_inputs else ""
+    def shared(self, roots: InputRoots, config: DancegenConfig) -> SharedInputs:
+        """The stage's shared and per-sequence inputs (empty when it has none)."""
+        return SharedInputs(
+            self.shared_inputs(roots, config) if self.shared_inputs else "",
+            self.sequence_inputs(roots, config) if self.sequence_inputs else {})
 
     @property
     def code_version(self) -> str:
         """Package version plus the stage's own version."""
         return f"dancegen-{dancegen.__version__}/{self.name}-v{self.version}"
 
-    def inputs_hash(self, segments: list[Segment], shared: str = "") -> str:
+    def inputs_hash(self, segments: list[Segment], shared: SharedInputs = SharedInputs()) -> str:
         """Digest of the segments and input files this stage reads."""
         rows = [[s.id, s.start_s, s.end_s, *(getattr(s, f) for f in self.segment_inputs)]
                 for s in segments]
-        return hashlib.sha256(json.dumps([shared, rows]).encode()).hexdigest()
+        if self.sequence_inputs:
+            rows = [[*row, shared.per_sequence.get(s.sequence, "")]
+                    for row, s in zip(rows, segments, strict=True)]
+        return hashlib.sha256(json.dumps([shared.digest, rows]).encode()).hexdigest()
 
     def key(self, segments: list[Segment], config: DancegenConfig,
-            shared: str = "") -> dict[str, str]:
+            shared: SharedInputs = SharedInputs()) -> dict[str, str]:
         """Inputs hash, config hash, code version and the combined key of one shard."""
         parts = {
             "inputs_hash": self.inputs_hash(segments, shared),
@@ -190,7 +208,8 @@ class Stage:
 
 
 def render_shared_digest(roots: InputRoots, config: DancegenConfig) -> str:
-    """The body model file and the camera settings every rendered segment depends on."""
+    """The body model file and the camera setting files every rendered segment may use (not
+    cameras/mapping.txt: which setting a sequence uses is in :func:`render_sequence_inputs`)."""
     from dancegen.storage.body_model import body_model_digest
     from dancegen.tasks.render_stage import resolve_body_model
 
@@ -198,9 +217,25 @@ def render_shared_digest(roots: InputRoots, config: DancegenConfig) -> str:
     # the pseudo-motion root's cameras are a copy of the primary's most used setting, which
     # is hashed here already: leaving them out keeps AIST++ shards valid as tracks come and go
     inputs = roots.primary
-    parts += [inputs.sha256(key) for key in inputs.camera_files()]
-    parts += [f"{name}:{size}" for name, size in inputs.video_listing()]  # too big to hash
+    parts += [inputs.sha256(key) for key in inputs.camera_files() if key != CAMERA_MAPPING]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+def render_sequence_inputs(roots: InputRoots, config: DancegenConfig) -> dict[str, str]:
+    """Per sequence: its camera setting (cameras/mapping.txt's line) and its videos (name and
+    size: too big to hash), so that adding a sequence or a video re-renders only its own."""
+    inputs = roots.primary
+    videos: dict[str, list[str]] = {}
+    for name, size in inputs.video_listing():
+        parts = name.removeprefix("videos/").removesuffix(".mp4").split("_")
+        if len(parts) > 2:  # AIST++: gBR_sBM_c01_d04_mBR0_ch01 is sequence ..._cAll_...
+            parts[2] = "cAll"
+        videos.setdefault("_".join(parts), []).append(f"{name}:{size}")
+    mapping = inputs.camera_mapping()
+    return {sequence: "|".join([setting, *videos.get(sequence, [])])
+            for sequence, setting in mapping.items()} | {
+        sequence: "|".join(["", *entries]) for sequence, entries in videos.items()
+        if sequence not in mapping}
 
 
 def _setup_render(roots: InputRoots, config: DancegenConfig) -> ComputeFn:
@@ -224,8 +259,9 @@ STAGES: dict[str, Stage] = {
         Stage("jukebox", 1, ("music_sha256",), ("dataset", "jukebox"), compute_jukebox,
               jukebox_shared_digest),
         Stage("edge_repr", 1, ("motion_sha256",), ("dataset",), compute_edge_repr),
-        Stage("render", 1, ("motion_sha256",), ("dataset", "render"),
-              shared_inputs=render_shared_digest, setup=_setup_render,
+        Stage("render", 2, ("motion_sha256",), ("dataset", "render"),  # v2: cameras per sequence
+              shared_inputs=render_shared_digest, sequence_inputs=render_sequence_inputs,
+              setup=_setup_render,
               setup_identity=_render_identity),
     )
 }

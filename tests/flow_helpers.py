@@ -24,7 +24,7 @@ def summary_of(state: State) -> dict:
 
 
 def shards_with_sequence(dataset: DatasetStore, sequence: str) -> set[int]:
-    """Shards holding at least one segment of ``sequence``."""
-    segments = dataset.segments()
+    """Shards holding at least one live segment of ``sequence``."""
+    table = dataset.table()
     return {k for k, rows in enumerate(dataset.shard_ranges())
-            if any(segments[i].sequence == sequence for i in rows)}
+            if any(table.is_live(i) and table.rows[i].sequence == sequence for i in rows)}

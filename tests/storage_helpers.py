@@ -22,7 +22,8 @@ def make_segments(count: int, sequence: str = "gBR_sBM_cAll_d01_mBR0_ch01") -> l
 
 def layout(config: DancegenConfig) -> Layout:
     return Layout(dims_for(config), config.storage.shard_segments,
-                  config.storage.compression_level, {"fps": 30, "config_name": config.name})
+                  config.storage.compression_level, {"fps": 30, "config_name": config.name},
+                  config.storage.chunk_frames)
 
 
 def shard_data(config: DancegenConfig, stage: str, rows: int, seed: int) -> dict[str, np.ndarray]:

@@ -14,7 +14,7 @@ import librosa
 import numpy as np
 import pytest
 import soundfile
-from flow_helpers import build, shards_with_sequence, summary_of
+from flow_helpers import build, summary_of
 
 from dancegen.config import DancegenConfig
 from dancegen.models.motion_repr import encode_edge151
@@ -70,18 +70,23 @@ def test_second_run_skips_and_changed_music_recomputes_only_its_shards(
     assert again["shards_written"] == 0
     assert again["shards_skipped"] == sum(len(r) for r in before.values())
 
-    # louder mPO2: same length, new content -> only the music shards holding its segments
+    # louder mPO2: same length, new content -> its segments are tombstoned and appended anew
+    # (no complete shard is ever rewritten under a snapshot), every other row stays
     path = inputs_copy / "music/mPO2.wav"
     audio, rate = soundfile.read(path, dtype="float32")
     soundfile.write(path, audio * 0.5, rate, subtype="PCM_16")
-    changed = shards_with_sequence(dataset, "gPO_sBM_cAll_d03_mPO2_ch03")
+    old_rows = [row for row, s in dataset.table().live() if s.music_file == "music/mPO2.wav"]
     third = summary_of(build(inputs_copy, out, config))
-    assert third["shards_written"] == len(changed) >= 1
+    table = dataset.table()
+    new_shards = {row // config.storage.shard_segments for row, s in table.live()
+                  if s.music_file == "music/mPO2.wav"}
+    assert third["tombstoned"] == len(old_rows) >= 1 and table.dead == set(old_rows)
+    assert min(new_shards) == len(before["motion"])  # appended after every old shard
+    assert third["shards_written"] == len(new_shards) * len(config.stages)
     after = {stage: dataset.records(stage) for stage in config.stages}
-    assert after["motion"] == before["motion"] and after["render"] == before["render"]
-    for shard, record in after["music"].items():
-        assert (record["written_at"] != before["music"][shard]["written_at"]) == (
-            shard in changed)
+    for stage in config.stages:  # every old record untouched
+        assert {k: after[stage][k] for k in before[stage]} == before[stage]
+    assert third["snapshot_new"] and third["snapshot"] != again["snapshot"]
 
 
 def test_build_from_and_to_s3(fixtures_dir: Path, s3_bucket: str,

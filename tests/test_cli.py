@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from dancegen.cli import app
 from dancegen.storage import DatasetStore
 from dancegen.storage.media import probe_mp4
+from dancegen.storage.snapshot import current_snapshot_id
 
 
 def dancegen(*args: str, cwd: Path, prefect_api: str | None = None) -> subprocess.CompletedProcess:
@@ -162,6 +163,11 @@ def test_readme_sequence_builds_before_edge_is_trained_and_skips_synthesis_once(
     assert not dataset.failures()
     assert {s.source for s in dataset.segments()} == {"synthetic"}
     assert len(dataset.records("motion")) == len(dataset.shard_ranges()) > 0
+    info = CliRunner().invoke(app, ["dataset", "info", str(tmp_path / "store.zarr")])
+    assert info.exit_code == 0, info.output
+    snapshot = current_snapshot_id(dataset)
+    assert f"snapshot {snapshot} (current), one of 1" in info.output
+    assert "chunk = 5 frames" in info.output and "tombstoned 0" in info.output
 
 
 @pytest.mark.parametrize("out, says", [

@@ -24,7 +24,7 @@ from dancegen.errors import ConfigError, StoreError
 from dancegen.flows import reports
 from dancegen.flows.train_ldm import train_ldm
 from dancegen.storage.ldm_checkpoint import LdmRun
-from dancegen.tasks.ldm_data import ClipSource, depth_image
+from dancegen.tasks.ldm_data import ClipSource, SampleSpec, depth_image
 from dancegen.tasks.ldm_train import train_stage
 
 pytestmark = [pytest.mark.slow]
@@ -54,8 +54,20 @@ def test_clip_batches_have_the_stage_shapes(built_store: Path) -> None:
     again = source.batch(torch.Generator().manual_seed(0), 2, 8, 128)
     assert all(torch.equal(batch[k], again[k]) for k in batch)
     # only train-split segments
-    splits = {source.store.segments()[row].split for row in source.rows}
+    splits = {source.snapshot.table.rows[row].split for row in source.rows}
     assert splits == {"train"}
+    # the DataLoader's worker process reads exactly what this process reads
+    assert config.training.loader.workers == 1
+    spec = SampleSpec(128)
+
+    def draw(step: int) -> list:
+        return source.requests(torch.Generator().manual_seed(step), 2, 8)
+
+    from_worker = list(source.loader(spec, draw, 3, 5))
+    samples = source.dataset(spec)
+    for step, loaded in zip((3, 4), from_worker, strict=True):
+        here = [samples[request] for request in draw(step)]
+        assert all(torch.equal(loaded[k], torch.stack([h[k] for h in here])) for k in loaded)
 
 
 def test_depth_images_are_relative_and_background_black() -> None:

@@ -181,3 +181,29 @@ def test_real_video_frames_replace_the_stand_in(inputs_copy: Path, config) -> No
     expected = (np.arange(150) * 2 + 5 * fps) // 3 % 256  # 30 fps from 60, from t = 5 s
     assert np.abs(centre[:, 0] - expected).max() <= 6  # h264 rounding
     assert frames[..., 1].max() < 60  # the white band outside the crop is gone (no green)
+
+
+def test_a_new_sequence_in_the_camera_mapping_changes_no_other_render_key(
+        inputs_copy: Path, config: DancegenConfig) -> None:
+    """AIST++ lists every sequence in cameras/mapping.txt: adding one must not re-render the
+    rest (the key holds each sequence's own setting and video, and the setting files)."""
+    from dancegen.tasks.stages import STAGES
+
+    render = STAGES["render"]
+    segments = plan_segments_from(str(inputs_copy), config).segments
+
+    def keys() -> list[str]:
+        shared = render.shared(InputRoots.parse(str(inputs_copy)), config)
+        return [render.key([s], config, shared)["key"] for s in segments]
+
+    mapping = inputs_copy / "cameras/mapping.txt"
+    setting = mapping.read_text().split()[1]
+    (inputs_copy / "cameras/other.json").write_bytes((inputs_copy / f"cameras/{setting}.json")
+                                                     .read_bytes())
+    before = keys()
+    mapping.write_text(mapping.read_text() + f"gLO_sBM_cAll_d09_mLO1_ch09 {setting}\n")
+    assert keys() == before
+    first = segments[0].sequence
+    mapping.write_text(mapping.read_text().replace(f"{first} {setting}", f"{first} other"))
+    changed = [k != b for k, b in zip(keys(), before, strict=True)]
+    assert changed == [s.sequence == first for s in segments]  # only its own segments

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from dancegen.config import DancegenConfig
 from dancegen.errors import StoreError
 from dancegen.storage import ARRAYS, DatasetStore, arrays_of, dims_for
 from dancegen.storage.location import StoreLocation
-from dancegen.storage.segments import shard_ranges, stable_order
+from dancegen.storage.segments import SegmentTable, assign_rows, shard_ranges
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -94,18 +95,22 @@ def test_other_zarr_v3_readers_open_the_store(tmp_path: Path, config: DancegenCo
     assert plain.attrs["dancegen"]["segments"]["id"][0].endswith("@0000")
 
 
-def test_prepare_resizes_and_drops_records_of_moved_rows(tmp_path: Path,
-                                                         config: DancegenConfig) -> None:
+def test_growing_the_table_keeps_every_complete_shard(tmp_path: Path,
+                                                     config: DancegenConfig) -> None:
     ds = DatasetStore(tmp_path / "s.zarr", "v1")
     first = make_segments(6)
     ds.prepare(first, STAGES, layout(config))
     for shard, rows in enumerate(ds.shard_ranges()):
         ds.write_shard("motion", shard, shard_data(config, "motion", len(rows), shard), {})
-    grown = stable_order(first, make_segments(9))  # appends rows 6..8: shard 1 changes
+    before = ds.read("motion/smpl_poses", slice(0, 6))
+    grown = assign_rows(ds.table(), make_segments(9), config.storage.shard_segments)
     ds.prepare(grown, STAGES, layout(config))
-    assert ds.group()["motion/smpl_poses"].shape[0] == 9
-    assert sorted(ds.records("motion")) == [0]  # shard 0 untouched, shard 1 moved
-    np.testing.assert_array_equal(ds.read("motion/smpl_scaling", slice(0, 4)).shape, (4, 1))
+    # 6 rows in shards of 4: the 3 new rows start shard 2, after 2 padding rows
+    assert [s.id if s else None for s in grown.rows] == [
+        *[s.id for s in first], None, None, *[s.id for s in make_segments(9)[6:]]]
+    assert ds.group()["motion/smpl_poses"].shape[0] == 11
+    assert sorted(ds.records("motion")) == [0, 1]  # nothing complete was moved or dropped
+    np.testing.assert_array_equal(ds.read("motion/smpl_poses", slice(0, 6)), before)
 
 
 def test_layout_change_needs_a_new_version(tmp_path: Path, config: DancegenConfig) -> None:
@@ -117,11 +122,23 @@ def test_layout_change_needs_a_new_version(tmp_path: Path, config: DancegenConfi
         ds.prepare(make_segments(4), STAGES, layout(wider))
 
 
-def test_stable_order_keeps_existing_rows() -> None:
+def test_rows_are_append_only_with_tombstones() -> None:
     old = make_segments(3, "gBR_sBM_cAll_d01_mBR0_ch01")
-    new = make_segments(2, "gAA_sBM_cAll_d01_mBR0_ch01") + old  # sorts before the old ones
-    ordered = stable_order(old, new)
-    assert [s.id for s in ordered[:3]] == [s.id for s in old]
+    table = assign_rows(SegmentTable(), old, 4)
+    added = make_segments(2, "gAA_sBM_cAll_d01_mBR0_ch01")  # sorts before the old ones
+    grown = assign_rows(table, added + old, 4)
+    assert [s.id for s in grown.rows[:3]] == [s.id for s in old]  # old rows keep their index
+    assert grown.rows[3] is None and [s.id for s in grown.rows[4:]] == [s.id for s in added]
+    removed = assign_rows(grown, added + old[1:], 4)  # one window removed: a tombstone
+    assert removed.rows == grown.rows and removed.dead == {0}
+    assert [row for row, _ in removed.live()] == [1, 2, 4, 5]
+    changed = dataclasses.replace(old[2], music_sha256="c" * 64)  # its input changed
+    again = assign_rows(removed, [*added, old[1], changed], 4)
+    assert again.dead == {0, 2} and again.rows[8] == changed  # appended, never rewritten
+    stale = assign_rows(again, [*added, old[1], changed], 4, stale_rows=frozenset({4, 5}))
+    assert stale.dead == {0, 2, 4, 5} and [s.id for s in stale.rows[12:]] == [
+        s.id for s in added]
+    assert SegmentTable.from_attrs(stale.to_attrs()) == stale
     assert shard_ranges(10, 4) == [range(0, 4), range(4, 8), range(8, 10)]
 
 
