@@ -52,7 +52,7 @@ def test_demo_runs_the_main_job_and_is_idempotent(tmp_path: Path) -> None:
             "shards written 20, skipped 0, failed 0") in out
     assert "(SYNTHETIC stand-in inputs)" in out
     assert "sources edge 4, synthetic 14" in out
-    assert "stage music: 5/5 shards complete" in out
+    assert "stage music: 5/5 shards with live rows complete" in out
     assert (tmp_path / ".dancegen/prefect/prefect.db").exists()  # runs were recorded there
     assert (tmp_path / "work/store.zarr/models/edge/edge-tiny/checkpoint.pt").exists()
     store = zarr.open_group(str(tmp_path / "work/store.zarr/v1"), mode="r")

@@ -14,9 +14,11 @@ from prefect_ray import RayTaskRunner
 from weight_files import StyleganVStandIn, alexnet_file, save_torchscript
 
 from dancegen.flows.evaluate import evaluate
+from dancegen.storage.dataset import DatasetStore
 from dancegen.storage.evaluation import EvaluationRun
 from dancegen.storage.ldm_checkpoint import LdmRun
 from dancegen.storage.media import probe_mp4
+from dancegen.storage.snapshot import current_snapshot_id
 from dancegen.tasks.evaluation import KEYPOINTS_M2PENC, ClipData, MetricModels, clip_metrics
 from dancegen.tasks.evaluation_report import summarize, write_report
 
@@ -76,7 +78,8 @@ def test_a_clip_without_music_beats_has_no_beat_align() -> None:
 
 def test_summary_and_report(tmp_path: Path) -> None:
     config = short_config()
-    evaluation = EvaluationRun(str(tmp_path / "store"), config, "stage3/checkpoint-0000004")
+    evaluation = EvaluationRun(str(tmp_path / "store"), config, "stage3/checkpoint-0000004",
+                               "20261203T000000Z-0123456789")
     clip = dancing_clip()
     records = []
     for name, shift in (("a", 0), ("b", 7), ("c", 0)):
@@ -119,8 +122,10 @@ def test_evaluate_flow_scores_the_test_split_and_resumes(trained: Path, tmp_path
     assert state.is_completed(), state.message
     config = short_config(*overrides)
     checkpoint = LdmRun(str(trained), config.ldm.run_name).require_done(3)["checkpoint"]
-    evaluation = EvaluationRun(str(trained), config, checkpoint)
+    snapshot = current_snapshot_id(DatasetStore(str(trained), config.dataset.version))
+    evaluation = EvaluationRun(str(trained), config, checkpoint, snapshot)
     summary = evaluation.summary()
+    assert summary["snapshot"] == snapshot
     assert summary["clips"] == 2 and summary["frames"] == 48
     assert 0 < summary["psnr"] < 60 and -1 < summary["ssim"] < 1
     assert summary["lpips"] > 0 and summary["fvd"] > 0      # from the self-built weights
@@ -134,6 +139,8 @@ def test_evaluate_flow_scores_the_test_split_and_resumes(trained: Path, tmp_path
         assert evaluation.features(record["clip"])["generated"].shape == (3, 400)
     report = (Path(evaluation.url) / "report.md").read_text()
     assert "not computed: DWPose" in report and "OFFLINE STAND-INS" in report
+    assert f"dataset snapshot {snapshot}" in report
+    assert all(record["snapshot"] == snapshot for record in records.values())
 
     # a re-run finds every clip done: nothing is generated again
     again = flow(out=str(trained), config="configs/local-cpu.yaml",
