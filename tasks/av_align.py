@@ -2,7 +2,8 @@
 
 Definition of TempoTokens (Yariv et al., "Diverse and Aligned Audio-to-Video Generation via
 Text-to-Video Model Adaptation", AAAI 2024), re-implemented from ``guyyariv/TempoTokens``
-``av_align.py`` (REFERENCE.md §4.5, §6):
+``av_align.py`` as it stands since its update of 2025-02-13 (commit bf0b1e3), whose notes say
+both rules below "have always been the case" (REFERENCE.md §4.5, §6):
 
 * **audio peaks**: the audio at librosa's default 22050 Hz (``librosa.load``), then
   ``librosa.onset.onset_strength`` and ``librosa.onset.onset_detect`` with their defaults
@@ -10,26 +11,22 @@ Text-to-Video Model Adaptation", AAAI 2024), re-implemented from ``guyyariv/Temp
 * **video peaks**: per frame pair, the mean magnitude of Farnebäck optical flow between the
   grey frames (``cv2.calcOpticalFlowFarneback(prev, cur, None, 0.5, 3, 15, 3, 5, 1.2, 0)``),
   the first value duplicated so that there is one value per frame; the strict local maxima
-  ``v[i-1] < v[i] > v[i+1]`` for ``1 <= i <= T-2``, at ``t = i / fps``
-  (:func:`video_peak_times`);
-* an audio peak **matches** when some video peak lies strictly within one frame of it,
-  ``t_v - 1/fps < t_a < t_v + 1/fps``, each audio peak counted at most once
-  (:func:`match_peaks`); the score is ``matches / (|A| + |V| - matches)`` (:func:`peak_iou`),
-  averaged over videos by the caller.
+  ``v[i-1] < v[i] > v[i+1]`` for ``1 <= i <= T-2`` with ``v[i] >= 0.1`` (smaller flow peaks are
+  noise, not motion), at ``t = i / fps`` (:func:`video_peak_times`);
+* audio peaks in order, each **matches** the first video peak not matched yet that lies
+  strictly within one frame of it, ``t_v - 1/fps < t_a < t_v + 1/fps`` (:func:`match_peaks`):
+  one video peak matches at most one audio peak, so the score, ``matches / (|A| + |V| -
+  matches)`` (:func:`peak_iou`), is an IoU in [0, 1]; averaged over videos by the caller.
 
-Differences from the published script, all deliberate:
+The first published script (2023) had neither rule: it kept every strict maximum (pixel
+noise of sigma 3 on an aligned video then scores 0.25 instead of 1) and let one video peak
+match several audio peaks (an IoU above 1 was possible); dancegen followed it until it changed.
+Differences from the current script, both deliberate:
 
-* its ``find_local_max_indexes`` uses an undefined ``n``; it is ``len(values)`` here (the only
-  reading under which the script runs, as REFERENCE.md notes);
 * it reads BGR frames with OpenCV and converts with ``COLOR_BGR2GRAY``; our frames are RGB and
   are converted with ``COLOR_RGB2GRAY``: the same grey image of the same picture;
 * it divides by zero when the audio has no onset and the video no peak; that case scores 0
   here (no evidence of alignment), as does any video without a flow peak (a static video).
-
-As in TempoTokens, one video peak may match several audio peaks, so a burst of onsets within
-two frames of one motion peak can push the ratio above what an IoU of sets would allow (in
-principle even above 1). Onsets ``onset_detect`` reports are rarely that close, and we keep
-the published formula so that numbers stay comparable with the paper's.
 """
 
 from __future__ import annotations
@@ -43,6 +40,8 @@ import numpy as np
 
 #: TempoTokens loads the audio with ``librosa.load``'s default rate.
 AUDIO_RATE = 22050
+#: Flow peaks below this mean magnitude (pixels per frame) are not motion (TempoTokens).
+MIN_FLOW_PEAK = 0.1
 
 # cv2.calcOpticalFlowFarneback(prev, next, flow, pyr_scale, levels, winsize, iterations,
 # poly_n, poly_sigma, flags), as in TempoTokens' compute_of
@@ -105,18 +104,19 @@ def flow_magnitudes(frames: np.ndarray) -> np.ndarray:
     return np.asarray(magnitudes[:1] + magnitudes, dtype=np.float64)
 
 
-def local_maxima(values: np.ndarray) -> np.ndarray:
-    """Indices ``i`` with ``values[i-1] < values[i] > values[i+1]`` (never the first or last;
-    a plateau has none), as TempoTokens' ``find_local_max_indexes`` with ``n = len(values)``."""
+def local_maxima(values: np.ndarray, floor: float = MIN_FLOW_PEAK) -> np.ndarray:
+    """Indices ``i`` with ``values[i-1] < values[i] > values[i+1]`` and ``values[i] >= floor``
+    (never the first or last; a plateau has none), as TempoTokens' ``find_local_max_indexes``."""
     v = np.asarray(values, dtype=np.float64)
     if v.ndim != 1:
         raise ValueError(f"values must be 1-D, got shape {v.shape}")
     inner = v[1:-1]
-    return np.flatnonzero((v[:-2] < inner) & (inner > v[2:])) + 1
+    return np.flatnonzero((v[:-2] < inner) & (inner > v[2:]) & (inner >= floor)) + 1
 
 
 def video_peak_times(frames: np.ndarray, fps: float) -> np.ndarray:
-    """Times in seconds (``i / fps``) of the local maxima of the video's flow magnitudes.
+    """Times in seconds (``i / fps``) of the local maxima (at least :data:`MIN_FLOW_PEAK`) of
+    the video's flow magnitudes.
 
     ``frames`` is ``(T, H, W, 3)`` uint8 RGB with ``T >= 2``.
     """
@@ -125,15 +125,22 @@ def video_peak_times(frames: np.ndarray, fps: float) -> np.ndarray:
 
 
 def match_peaks(audio_peaks: np.ndarray, video_peaks: np.ndarray, tolerance: float) -> int:
-    """How many audio peaks have a video peak strictly within ``tolerance`` seconds.
+    """How many audio peaks match a video peak strictly within ``tolerance`` seconds, each
+    video peak used once: audio peaks in order, each taking the first free video peak.
 
     TempoTokens' test, ``t_v - tol < t_a < t_v + tol``, written the same way (not as
     ``|t_a - t_v| < tol``) so that peaks exactly one frame apart round alike.
     """
-    audio = np.asarray(audio_peaks, dtype=np.float64).reshape(-1, 1)
-    video = np.asarray(video_peaks, dtype=np.float64).reshape(1, -1)
-    near = (video - tolerance < audio) & (audio < video + tolerance)
-    return int(near.any(axis=1).sum())
+    video = [float(v) for v in np.asarray(video_peaks, dtype=np.float64).ravel()]
+    used = [False] * len(video)
+    matches = 0
+    for audio in np.asarray(audio_peaks, dtype=np.float64).ravel():
+        for j, peak in enumerate(video):
+            if not used[j] and peak - tolerance < audio < peak + tolerance:
+                used[j] = True
+                matches += 1
+                break
+    return matches
 
 
 def peak_iou(matches: int, audio_count: int, video_count: int) -> float:

@@ -1,14 +1,17 @@
 """Per-frame reconstruction metrics of generated vs ground-truth video: PSNR and SSIM.
 
 The paper reports both over the test split's frames (Table 1). Definitions, as the reference
-implementations compute them (and as the tests check against scikit-image and torchmetrics):
+implementations compute them (the tests check PSNR against scikit-image and torchmetrics, SSIM
+against scikit-image):
 
 - PSNR = 10 log10(MAX^2 / MSE) over all pixels and channels of a frame, MAX = 255 for uint8
-  frames; identical frames give +inf.
+  frames, capped at :data:`PSNR_CAP` = 100 dB (as common tools cap it): an identical frame
+  would give +inf and make every mean over it +inf.
 - SSIM (Wang et al. 2004): Gaussian window sigma 1.5 (11x11), K1 = 0.01, K2 = 0.03, population
   covariances, computed per channel on the frame, valid region only (no padding), averaged
   over the window positions and channels; scikit-image's ``structural_similarity`` with
   ``gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255``.
+  torchmetrics' SSIM is not the same number: it averages over the reflect-padded map.
 
 Both take (T, H, W, 3) uint8 clips and return one value per frame, so a report can give per-clip
 curves as well as the aggregate.
@@ -21,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 MAX_VALUE = 255.0
+PSNR_CAP = 100.0  # dB: identical frames (MSE 0) score this instead of +inf
 SSIM_SIGMA, SSIM_WINDOW, SSIM_K1, SSIM_K2 = 1.5, 11, 0.01, 0.03
 
 
@@ -33,12 +37,12 @@ def _check_clips(generated: np.ndarray, reference: np.ndarray) -> None:
 
 
 def psnr(generated: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """PSNR in dB per frame (T,); +inf where a frame is identical to its reference."""
+    """PSNR in dB per frame (T,), at most :data:`PSNR_CAP` (an identical frame)."""
     _check_clips(generated, reference)
     diff = generated.astype(np.float64) - reference.astype(np.float64)
     mse = (diff ** 2).reshape(len(diff), -1).mean(axis=1)
     with np.errstate(divide="ignore"):
-        return 10.0 * np.log10(MAX_VALUE ** 2 / mse)
+        return np.minimum(10.0 * np.log10(MAX_VALUE ** 2 / mse), PSNR_CAP)
 
 
 def _gaussian_window() -> torch.Tensor:

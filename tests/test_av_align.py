@@ -45,20 +45,23 @@ def _jumping_patch(event_frames: np.ndarray, frames: int = T) -> np.ndarray:
 
 
 def _tempotokens_iou(audio_peaks: list[float], video_peaks: list[float], fps: float) -> float:
-    """calc_intersection_over_union of TempoTokens' av_align.py, transcribed literally."""
+    """calc_intersection_over_union of TempoTokens' av_align.py (since 2025-02, bf0b1e3),
+    transcribed literally."""
     intersection_length = 0
+    used_video_peaks = [False] * len(video_peaks)
     for audio_peak in audio_peaks:
-        for video_peak in video_peaks:
-            if video_peak - 1 / fps < audio_peak < video_peak + 1 / fps:
+        for j, video_peak in enumerate(video_peaks):
+            if not used_video_peaks[j] and video_peak - 1 / fps < audio_peak < video_peak + 1 / fps:
                 intersection_length += 1
+                used_video_peaks[j] = True
                 break
     return intersection_length / (len(audio_peaks) + len(video_peaks) - intersection_length)
 
 
 def _tempotokens_local_max(arr: list[float], fps: float) -> list[float]:
-    """find_local_max_indexes of TempoTokens with its undefined ``n`` read as ``len(arr)``."""
+    """find_local_max_indexes of TempoTokens (since 2025-02): strict maxima of at least 0.1."""
     n = len(arr)
-    return [i / fps for i in range(1, n - 1) if arr[i - 1] < arr[i] > arr[i + 1]]
+    return [i / fps for i in range(1, n - 1) if arr[i - 1] < arr[i] > arr[i + 1] and arr[i] >= 0.1]
 
 
 # --- the matching logic against TempoTokens' own formula ----------------------------------------
@@ -70,7 +73,8 @@ def test_iou_equals_tempotokens_formula_on_hand_made_peaks() -> None:
         ([0.5, 1.0, 1.5], [0.5, 1.0, 1.5]),           # all matched: 1
         ([0.5, 1.0, 1.5], [0.52, 1.3]),                # one within a frame, one not
         ([1.0], [1.0 + 1 / FPS]),                      # exactly one frame apart: no match
-        ([1.0, 1.01, 1.02], [1.0]),                    # one video peak matches all three
+        ([1.0, 1.01, 1.02], [1.0]),                    # one video peak matches one of them
+        ([1.0, 1.02], [0.99, 1.03]),                   # first free peak: both matched
         ([0.2, 0.9], [2.0, 3.0, 4.0]),                 # nothing matches: 0
         ([0.3], []),                                   # no video peak
     ]
@@ -83,8 +87,9 @@ def test_iou_equals_tempotokens_formula_on_hand_made_peaks() -> None:
         assert peak_iou(matches, len(audio), len(video)) == pytest.approx(
             _tempotokens_iou(audio, video, FPS), abs=1e-12
         ), (audio, video)
-    # TempoTokens' quirk, kept: several onsets near one motion peak each count as a match
-    assert peak_iou(match_peaks(np.array([1.0, 1.01, 1.02]), np.array([1.0]), 1 / FPS), 3, 1) == 3
+    # one motion peak matches one onset: the score is an IoU, never above 1 (2023's script: 3)
+    assert peak_iou(match_peaks(np.array([1.0, 1.01, 1.02]), np.array([1.0]), 1 / FPS),
+                    3, 1) == pytest.approx(1 / 3)
 
 
 def test_no_peaks_at_all_scores_zero_instead_of_dividing_by_zero() -> None:
@@ -95,10 +100,11 @@ def test_no_peaks_at_all_scores_zero_instead_of_dividing_by_zero() -> None:
 def test_local_maxima_are_tempotokens_strict_maxima() -> None:
     rng = np.random.default_rng(2)
     for _ in range(50):
-        values = rng.integers(0, 4, size=rng.integers(0, 30)).astype(float)  # many ties
+        values = rng.integers(0, 4, size=rng.integers(0, 30)) * 0.07  # ties, some below 0.1
         assert (local_maxima(values) / FPS).tolist() == _tempotokens_local_max(values.tolist(), FPS)
     assert local_maxima(np.array([3.0, 1.0, 2.0])).size == 0  # the ends are never maxima
     assert local_maxima(np.array([0.0, 2.0, 2.0, 0.0])).size == 0  # nor is a plateau
+    assert local_maxima(np.array([0.0, 0.09, 0.0, 0.1, 0.0])).tolist() == [3]  # nor noise
 
 
 # --- peaks of real signals -----------------------------------------------------------------------
@@ -140,6 +146,16 @@ def test_motion_on_the_clicks_scores_one_and_shifted_motion_scores_lower() -> No
     mixed = av_align(audio, AUDIO_RATE, _jumping_patch(mixed_events), FPS)
     matched = int(np.sum(np.arange(len(BEATS)) % 2 == 0))
     assert mixed.score == pytest.approx(matched / (2 * len(BEATS) - matched))
+
+
+def test_pixel_noise_leaves_an_aligned_video_aligned() -> None:
+    """Sensor-like noise (sigma 3) adds flow maxima below 0.1 px: they are not motion peaks,
+    so an aligned video still scores 1 (2023's script kept them: 0.25)."""
+    noise = np.random.default_rng(3).normal(0, 3, size=(T, SIZE, SIZE, 3))
+    noisy = np.clip(_jumping_patch(BEATS) + noise, 0, 255).astype(np.uint8)
+    result = av_align(_click_track(BEATS), AUDIO_RATE, noisy, FPS)
+    assert result.score == pytest.approx(1.0)
+    assert np.allclose(result.video_peaks * FPS, BEATS)
 
 
 def test_bad_inputs_are_refused() -> None:

@@ -21,6 +21,7 @@ from dancegen.storage.media import probe_mp4
 from dancegen.storage.snapshot import current_snapshot_id
 from dancegen.tasks.evaluation import KEYPOINTS_M2PENC, ClipData, MetricModels, clip_metrics
 from dancegen.tasks.evaluation_report import summarize, write_report
+from dancegen.tasks.frame_metrics import PSNR_CAP
 
 FPS, RATE = 30, 22050
 
@@ -49,7 +50,7 @@ def dancing_clip(frames: int = 90) -> ClipData:
 def test_the_ground_truth_against_itself_is_perfect() -> None:
     clip = dancing_clip()
     record = clip_metrics(clip, clip.frames, clip.keypoints, FPS, MetricModels(), "bailando")
-    assert record["psnr"] == float("inf") and record["ssim"] == pytest.approx(1.0)
+    assert record["psnr"] == PSNR_CAP and record["ssim"] == pytest.approx(1.0)
     assert record["beat_align"]["generated"] == record["beat_align"]["ground_truth"] > 0.5
     assert record["av_align"]["generated"] == record["av_align"]["ground_truth"]
     assert record["keypoints"] == KEYPOINTS_M2PENC
@@ -73,7 +74,7 @@ def test_a_clip_without_music_beats_has_no_beat_align() -> None:
     record = clip_metrics(clip, clip.frames, clip.keypoints, FPS, MetricModels(), "bailando")
     assert record["beat_align"] == {"generated": None, "ground_truth": None}
     assert record["timeline"]["motion_beats"] == {"generated": [], "ground_truth": []}
-    assert record["psnr"] == float("inf")                    # the other metrics still run
+    assert record["psnr"] == PSNR_CAP                        # the other metrics still run
 
 
 def test_summary_and_report(tmp_path: Path) -> None:
@@ -94,12 +95,14 @@ def test_summary_and_report(tmp_path: Path) -> None:
     summary = summarize(evaluation, records, {}, 16)
     assert summary["clips"] == 3 and summary["frames"] == 270
     assert summary["seconds_per_generated_second"] == pytest.approx(2.0)
-    assert summary["fvd"] is None and summary["psnr"] == float("inf")   # clip a is exact
+    # clips a and c are exact: 100 dB each (capped), so the mean is finite
+    assert summary["fvd"] is None and records[0]["psnr"] == 100.0
+    assert records[1]["psnr"] < summary["psnr"] < 100.0
     assert summary["beat_align"] == pytest.approx(np.mean(
         [r["beat_align"]["generated"] for r in records[:2]]))
     markdown = write_report(evaluation, summary, records, "test report", ["a note"])
     assert "213.289" in markdown and "dancegen (this run)" in markdown
-    assert "| a | 90 | ∞ |" in markdown
+    assert "| a | 90 | 100.00 |" in markdown
     location = Path(evaluation.url)
     assert (location / "report.html").read_text().count("<table>") == 3
     for plot in ("per_clip.png", "beats_a.png", "beats_b.png", "beats_c.png"):
