@@ -332,6 +332,9 @@ class EvaluationWeights(_Strict):
 
     i3d: str | None = Field(None, description="FVD: StyleGAN-V i3d_torchscript.pt or a "
                                               "pytorch-i3d Kinetics-400 state dict")
+    i3d_protocol: Literal["auto", "videogpt", "piergiaj"] = Field(
+        "auto", description="a state dict's BatchNorm eps: VideoGPT's copy (1e-5, its "
+                            "i3d_pretrained_400.pt) or piergiaj's (1e-3); auto: by file name")
     lpips_backbone: str | None = Field(None, description="torchvision ImageNet AlexNet/VGG16 "
                                                          "state dict")
     lpips_net: Literal["alex", "vgg"] = "alex"

@@ -126,7 +126,8 @@ def _notes(config: DancegenConfig, run: LdmRun, summary: dict) -> list[str]:
              f"{summary['keypoints']}; ground truth: "
              + ("DWPose too" if summary["keypoints"] == KEYPOINTS_DWPOSE else
                 "the dataset's rendered keypoints (the paper's ground-truth row used DWPose)"),
-             f"FVD{summary['fvd_frames']} over clips of {summary['fvd_frames']} frames",
+             f"FVD{summary['fvd_frames']} over clips of {summary['fvd_frames']} frames; I3D: "
+             f"{summary.get('fvd_network') or 'not loaded'}",
              f"{summary['seconds_per_generated_second']:.1f} s of compute per generated second"]
     if run.base_ready():
         notes.append("OFFLINE STAND-INS: the LDM was trained from stand-in base weights (not "

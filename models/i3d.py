@@ -10,7 +10,9 @@ Convolutions and max-pools use TensorFlow's "SAME" padding computed from the inp
 
 FVD features (:meth:`InceptionI3d.video_logits`): the 400 pre-softmax Kinetics logits averaged
 over time, i.e. ``forward(x).mean(dim=2)``; VideoGPT's copy of this file (used by
-common_metrics_on_video_quality's "videogpt" FVD) returns exactly that from its forward. For a
+common_metrics_on_video_quality's "videogpt" FVD) returns exactly that from its forward. The
+copies differ in one number: BatchNorm eps is 1e-3 in piergiaj's and 1e-5 in VideoGPT's, so
+``bn_eps`` must follow the weight file (:data:`BN_EPS`; storage/metric_weights.py picks it). For a
 16-frame 224x224 clip there is one time step left, so the mean changes nothing.
 
 :class:`I3dFeatureExtractor` turns uint8 clips (N, T, H, W, 3) into those (N, 400) features
@@ -35,6 +37,9 @@ from torch import nn
 
 NUM_CLASSES = 400
 FVD_SIZE = 224
+# BatchNorm eps of the two copies of pytorch_i3d.py whose weights FVD uses: piergiaj's own (its
+# rgb_imagenet.pt) and VideoGPT's (its i3d_pretrained_400.pt, behind the common "videogpt" FVD)
+BN_EPS = {"piergiaj": 1e-3, "videogpt": 1e-5}
 
 # Mixed block -> output channels of (b0, b1a, b1b, b2a, b2b, b3b); input = previous block's
 # b0 + b1b + b2b + b3b. Max-pools sit before Mixed_4b and Mixed_5b.
@@ -70,8 +75,8 @@ class MaxPool3dSame(nn.MaxPool3d):
 
 
 class Unit3D(nn.Module):
-    """Conv3d ("SAME" padding) -> BatchNorm3d (eps 1e-3) -> ReLU; the logits layer has a bias
-    and neither batch norm nor activation."""
+    """Conv3d ("SAME" padding) -> BatchNorm3d (eps 1e-3 unless :class:`InceptionI3d` says
+    otherwise) -> ReLU; the logits layer has a bias and neither batch norm nor activation."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel: Triple = (1, 1, 1),
                  stride: Triple = (1, 1, 1), logits: bool = False) -> None:
@@ -132,7 +137,8 @@ class InceptionI3d(nn.Module):
     downsamples time 8x and space 32x); FVD feeds 16 frames of 224x224.
     """
 
-    def __init__(self, num_classes: int = NUM_CLASSES, in_channels: int = 3) -> None:
+    def __init__(self, num_classes: int = NUM_CLASSES, in_channels: int = 3,
+                 bn_eps: float = BN_EPS["piergiaj"]) -> None:
         super().__init__()
         self.endpoint_names: list[str] = []
         for name, layer in _endpoints(in_channels):
@@ -141,6 +147,9 @@ class InceptionI3d(nn.Module):
         self.avg_pool = nn.AvgPool3d((2, 7, 7), stride=(1, 1, 1))
         self.dropout = nn.Dropout(0.5)
         self.logits = Unit3D(1024, num_classes, logits=True)
+        for module in self.modules():  # the one difference between the two copies' layers
+            if isinstance(module, nn.BatchNorm3d):
+                module.eps = bn_eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, T, H, W) in [-1, 1] -> per-time-step logits (N, classes, T')."""
@@ -170,9 +179,11 @@ class I3dFeatureExtractor(nn.Module):
     rescaling and resizing; otherwise an :class:`InceptionI3d`, fed ``to_i3d_input(clips, size)``.
     """
 
-    def __init__(self, network: nn.Module, torchscript: bool, size: int = FVD_SIZE) -> None:
+    def __init__(self, network: nn.Module, torchscript: bool, size: int = FVD_SIZE,
+                 protocol: str = "") -> None:
         super().__init__()
         self.network, self.torchscript, self.size = network, torchscript, size
+        self.protocol = protocol  # which network and preprocessing: said in the report
 
     @torch.no_grad()
     def forward(self, clips: torch.Tensor) -> torch.Tensor:

@@ -35,14 +35,14 @@ from __future__ import annotations
 import importlib.util
 import warnings
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
 import torch
 from torch import nn
 
 from dancegen.errors import InputError
-from dancegen.models.i3d import FVD_SIZE, I3dFeatureExtractor, InceptionI3d
+from dancegen.models.i3d import BN_EPS, FVD_SIZE, I3dFeatureExtractor, InceptionI3d
 from dancegen.models.lpips import LPIPS
 from dancegen.storage.weights_cache import local_file
 
@@ -163,16 +163,31 @@ def _load_torchscript(path: Path, url: str) -> nn.Module:
     return network
 
 
-def load_i3d(url: str, size: int = FVD_SIZE) -> I3dFeatureExtractor:
+def i3d_protocol(url: str, protocol: str = "auto") -> str:
+    """Which copy of pytorch_i3d.py a state dict was trained in (its BatchNorm eps): "auto"
+    reads it from the file name, VideoGPT's ``i3d_pretrained_400.pt`` or else piergiaj's."""
+    if protocol != "auto":
+        return protocol
+    return "videogpt" if PurePosixPath(url).name == "i3d_pretrained_400.pt" else "piergiaj"
+
+
+def load_i3d(url: str, size: int = FVD_SIZE, protocol: str = "auto") -> I3dFeatureExtractor:
     """FVD's I3D from StyleGAN-V's TorchScript file or a pytorch-i3d state dict.
 
     ``size``: the frame size the state-dict network is fed (FVD: 224; at least 193 for its
-    fixed average pool). The TorchScript network resizes to 224 itself.
+    fixed average pool). The TorchScript network resizes to 224 itself. ``protocol``
+    (``evaluation.weights.i3d_protocol``) sets a state dict's BatchNorm eps (:func:`i3d_protocol`);
+    the extractor's ``protocol`` names what the report says FVD followed.
     """
     path = _local(url, I3D_WHAT, "i3d_torchscript.pt or a pytorch-i3d state dict")
     if is_torchscript(path):
-        return _frozen(I3dFeatureExtractor(_load_torchscript(path, url), torchscript=True))
+        return _frozen(I3dFeatureExtractor(
+            _load_torchscript(path, url), torchscript=True,
+            protocol="stylegan-v (TorchScript port of the tf-hub I3D)"))
     expected = "a pytorch-i3d InceptionI3d(400) state dict (i3d_pretrained_400.pt)"
-    network = InceptionI3d()
+    chosen = i3d_protocol(url, protocol)
+    network = InceptionI3d(bn_eps=BN_EPS[chosen])
     _load_strict(network, _read_state_dict(url, I3D_WHAT, expected, path), url, I3D_WHAT, expected)
-    return _frozen(I3dFeatureExtractor(network, torchscript=False, size=size))
+    return _frozen(I3dFeatureExtractor(
+        network, torchscript=False, size=size,
+        protocol=f"{chosen} (pytorch-i3d state dict, BatchNorm eps {BN_EPS[chosen]:g})"))

@@ -71,7 +71,8 @@ def _metric_models(weights_json: str) -> MetricModels:
     models = MetricModels()
     models.lpips = _load(models, "LPIPS", weights.lpips_backbone, "lpips_backbone",
                          lambda url: load_lpips(url, weights.lpips_net).to(device))
-    models.i3d = _load(models, "FVD", weights.i3d, "i3d", lambda url: load_i3d(url).to(device))
+    models.i3d = _load(models, "FVD", weights.i3d, "i3d",
+                       lambda url: load_i3d(url, protocol=weights.i3d_protocol).to(device))
     models.dwpose = _load(models, "DWPose", weights.dwpose, "dwpose", DwPose.from_path)
     return models
 
@@ -199,6 +200,7 @@ def evaluate_clip(snapshot: DatasetSnapshot, config: DancegenConfig, row: int, c
               "fps": fps,
               "generation_seconds": seconds, "generated_seconds": frames / fps,
               "missing": dict(models.missing),
+              "fvd_network": models.i3d.protocol if models.i3d is not None else None,
               **clip_metrics(clip, video.frames, video.keypoints, fps, models,
                              config.evaluation.beat_align)}
     if models.i3d is not None:

@@ -58,6 +58,7 @@ def summarize(evaluation: EvaluationRun, records: list[dict[str, Any]],
         "lpips": _frame_mean(records, "lpips"), "fvd": None,
         "fvd_frames": fvd_frames, "keypoints": records[0]["keypoints"] if records else None,
         "failures": failures, "missing": missing, "snapshot": evaluation.snapshot_id,
+        "fvd_network": records[0].get("fvd_network") if records else None,
     }
     for metric in ("beat_align", "av_align"):
         for side in ("generated", "ground_truth"):

@@ -215,7 +215,7 @@ def test_torchscript_with_another_signature_is_refused(tmp_path: Path) -> None:
 
 def test_i3d_state_dict_round_trip(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    network = InceptionI3d().eval()
+    network = InceptionI3d(bn_eps=1e-5).eval()  # VideoGPT's copy, as its i3d_pretrained_400.pt
     for name, buffer in network.named_buffers():  # non-trivial batch-norm statistics
         if name.endswith("running_var"):
             buffer.uniform_(0.5, 1.5)
@@ -232,7 +232,11 @@ def test_i3d_state_dict_round_trip(tmp_path: Path) -> None:
         expected = network.video_logits(to_i3d_input(torch.from_numpy(clips), 193))
     features = i3d_features(extractor, clips)
     assert features.shape == (1, FEATURES)
+    assert extractor.protocol.startswith("videogpt")  # read from the file name
     np.testing.assert_allclose(features, expected.double().numpy(), rtol=1e-5, atol=1e-6)
+    # the same weights read as piergiaj's copy (BatchNorm eps 1e-3) give other features
+    other = i3d_features(load_i3d(str(path), size=193, protocol="piergiaj"), clips)
+    assert np.abs(other - features).max() > 1e-4 * np.abs(features).max()  # > 10x the rtol
     lacking = {k: v for k, v in network.state_dict().items() if k != "Mixed_4c.b1b.conv3d.weight"}
     torch.save(lacking, path)
     with pytest.raises(InputError, match=r"FVD \(I3D\).*missing.*'Mixed_4c\.b1b\.conv3d\.weight'"):
