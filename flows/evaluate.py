@@ -122,7 +122,8 @@ def _notes(config: DancegenConfig, run: LdmRun, summary: dict) -> list[str]:
              f"the {config.evaluation.split} split of dataset snapshot {summary['snapshot']}; "
              f"stage 3 trained on snapshot {run.state(3).get('snapshot')}; DDIM "
              f"{config.generation.ddim_steps} steps, CFG {config.generation.guidance_scale}",
-             f"2D-BeatAlign: {config.evaluation.beat_align} variant; generated-video keypoints: "
+             f"2D-BeatAlign: {config.evaluation.beat_align} variant in Table 1 (both variants in "
+             "their own table); generated-video keypoints: "
              f"{summary['keypoints']}; ground truth: "
              + ("DWPose too" if summary["keypoints"] == KEYPOINTS_DWPOSE else
                 "the dataset's rendered keypoints (the paper's ground-truth row used DWPose)"),

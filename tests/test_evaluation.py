@@ -92,7 +92,14 @@ def test_summary_and_report(tmp_path: Path) -> None:
                       video=f"videos/{name}.mp4", sample=f"samples/{name}.png")
         records.append(record)
     records[2]["beat_align"] = {"generated": None, "ground_truth": None}  # no music beat in c
+    records[2]["beat_align_variants"] = {v: dict(records[2]["beat_align"])
+                                         for v in ("fact", "bailando")}
     summary = summarize(evaluation, records, {}, 16)
+    for variant in ("fact", "bailando"):  # both variants, the configured one in Table 1
+        assert summary[f"beat_align_{variant}_generated"] == pytest.approx(np.mean(
+            [r["beat_align_variants"][variant]["generated"] for r in records[:2]]))
+    assert summary["beat_align_bailando_generated"] == summary["beat_align"]
+    assert summary["beat_align_fact_generated"] != summary["beat_align"]
     assert summary["clips"] == 3 and summary["frames"] == 270
     assert summary["seconds_per_generated_second"] == pytest.approx(2.0)
     # clips a and c are exact: 100 dB each (capped), so the mean is finite
@@ -104,7 +111,8 @@ def test_summary_and_report(tmp_path: Path) -> None:
     assert "213.289" in markdown and "dancegen (this run)" in markdown
     assert "| a | 90 | 100.00 |" in markdown
     location = Path(evaluation.url)
-    assert (location / "report.html").read_text().count("<table>") == 3
+    assert (location / "report.html").read_text().count("<table>") == 4
+    assert "2D-BeatAlign in both variants" in markdown
     for plot in ("per_clip.png", "beats_a.png", "beats_b.png", "beats_c.png"):
         assert (location / "plots" / plot).stat().st_size > 1000
 
