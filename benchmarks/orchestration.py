@@ -53,7 +53,7 @@ from dancegen.fixtures import default_sequences, write_fixtures  # noqa: E402
 from dancegen.flows.build_dataset import (  # noqa: E402
     BuildSummary,
     build_dataset,
-    pending_units,
+    pending_units_of,
     ray_init_kwargs,
     ray_task_runner,
     store_layout,
@@ -129,7 +129,8 @@ def run_loop(inputs: str, out: Path, config: DancegenConfig) -> tuple[float, int
         dataset.prepare(plan.segments, config.stages,
                         store_layout(config, source.synthetic))
         summary = BuildSummary(store=dataset.store.url, version=dataset.version)
-        units = pending_units(dataset, InputRoots(source, None), config, summary, {})
+        units = pending_units_of(dataset, dataset.table(), InputRoots(source, None), config,
+                                summary, {})
         for unit in units:
             build_shard_now(unit, config)
         return len(units)

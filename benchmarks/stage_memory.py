@@ -33,7 +33,7 @@ def child(config_path: str, inputs: str, store: str, segments: int) -> dict[str,
     import psutil
 
     from dancegen.config import load_config
-    from dancegen.flows.build_dataset import BuildSummary, pending_units, store_layout
+    from dancegen.flows.build_dataset import BuildSummary, pending_units_of, store_layout
     from dancegen.storage.aistpp import AistppInputs, InputRoots
     from dancegen.storage.contract import arrays_of, dims_for
     from dancegen.storage.dataset import DatasetStore
@@ -51,7 +51,8 @@ def child(config_path: str, inputs: str, store: str, segments: int) -> dict[str,
     dataset.prepare(plan.segments, config.stages,
                     store_layout(config, source.synthetic))
     summary = BuildSummary(store=store, version=config.dataset.version)
-    unit = pending_units(dataset, InputRoots(source, None), config, summary, {})[0]
+    unit = pending_units_of(dataset, dataset.table(), InputRoots(source, None), config,
+                                summary, {})[0]
     worker = StageWorker(STAGES["render"])
     roots = InputRoots(source, None)
     worker._computer(roots, config)  # the set-up alone, as a worker's first unit does it

@@ -214,6 +214,16 @@ def pending_units(
     return units
 
 
+def pending_units_of(dataset: DatasetStore, table: SegmentTable, roots: InputRoots,
+                     config: DancegenConfig, summary: BuildSummary,
+                     input_failures: dict[str, str]) -> list[ShardUnit]:
+    """:func:`pending_units` of a prepared table, with the stages' shared inputs and the
+    store's records looked up (benchmarks and tools; the build shares them with planning)."""
+    shared = shared_inputs(roots, config, input_failures)
+    records = {stage: dataset.records(stage) for stage in shared}
+    return pending_units(dataset, table, roots, config, shared, records, summary)
+
+
 @contextlib.contextmanager
 def _build_lease(dataset: DatasetStore, config: DancegenConfig) -> Iterator[StoreLease]:
     """Hold the store's build lease (storage/lease.py) for the block; waits for another build."""
