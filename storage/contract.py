@@ -3,7 +3,8 @@
 One Zarr v3 group per dataset version. Axis 0 of every array is the segment index (one
 fixed-length window of motion + music, 5 s by default); the shard is ``storage.shard_segments``
 segments and the unit of work and of atomic write; inside it, the chunk (the unit of reading) is
-``storage.chunk_frames`` frames of one segment for per-frame arrays, one segment otherwise.
+``storage.chunk_frames`` frames of one segment for the image arrays (``ArraySpec.per_frame``),
+one segment otherwise.
 Shapes are written with symbolic dimensions resolved from the config by :func:`dims_for`:
 
     T  frames per segment (fps * segment_seconds; 150 at the paper's 30 fps x 5 s)
@@ -53,8 +54,11 @@ class ArraySpec:
 
     @property
     def per_frame(self) -> bool:
-        """Whether the first per-segment axis is the frame axis (chunked by frames)."""
-        return self.shape[:1] == ("T",)
+        """Whether the array is chunked by frames: an image per frame (maps, person frames,
+        heatmaps), megabytes per segment. The small per-frame arrays (motion, music features,
+        keypoints: kilobytes per segment) stay one chunk per segment, as chunks of a few
+        frames of them would be a few hundred bytes each, costlier to write and read."""
+        return self.shape[:1] == ("T",) and ("H" in self.shape or "M" in self.shape)
 
     def resolve(self, dims: dict[str, int]) -> tuple[int, ...]:
         """Concrete per-segment shape for the given dimension sizes."""
