@@ -242,9 +242,11 @@ def _build_lease(dataset: DatasetStore, config: DancegenConfig) -> Iterator[Stor
 
 
 def _prepare(dataset: DatasetStore, source: AistppInputs, plan: Plan,
-             config: DancegenConfig, summary: BuildSummary) -> list[ShardUnit]:
-    """Synthesis, features, the store's layout; the pending shard units. Records input
-    failures in the store (and clears the ones that were repaired)."""
+             config: DancegenConfig, summary: BuildSummary
+             ) -> tuple[list[ShardUnit], dict[str, dict[int, str]]]:
+    """Synthesis, features, the store's layout; the pending shard units and the record keys
+    of the shards already complete. Records input failures in the store (and clears the
+    ones that were repaired)."""
     logger = get_run_logger()
     input_failures = dict(plan.failed)
     synthesis = synthesize_pseudo_motions(dataset, source, plan.median_smpl_scaling, config)
@@ -275,6 +277,9 @@ def _prepare(dataset: DatasetStore, source: AistppInputs, plan: Plan,
     summary.segments = len(table.live())
     summary.tombstoned = len(table.dead - previous.dead)
     units = pending_units(dataset, table, roots, config, shared, records, summary)
+    pending = {(unit.stage, unit.shard) for unit in units}
+    complete = {stage: {shard: record["key"] for shard, record in done.items()
+                        if (stage, shard) not in pending} for stage, done in records.items()}
     for unit_id, reason in input_failures.items():
         logger.error("input unit %s failed: %s", unit_id, reason)
         dataset.record_failure(unit_id, reason, {"kind": "input"})
@@ -286,7 +291,7 @@ def _prepare(dataset: DatasetStore, source: AistppInputs, plan: Plan,
     logger.info("%d sequences, %d segments (%d rows tombstoned now): %d shard units to build, "
                 "%d already complete", plan.sequences, summary.segments, summary.tombstoned,
                 len(units), summary.shards_skipped)
-    return units
+    return units, complete
 
 
 def _write_or_stop(dataset: DatasetStore, summary: BuildSummary,
@@ -304,8 +309,10 @@ def _write_or_stop(dataset: DatasetStore, summary: BuildSummary,
 
 
 def _fan_out(dataset: DatasetStore, units: list[ShardUnit], config: DancegenConfig,
-             summary: BuildSummary, lease: StoreLease) -> None:
-    """Run the shard units on Ray; record each outcome in the store as it comes back."""
+             summary: BuildSummary, lease: StoreLease,
+             complete: dict[str, dict[int, str]]) -> None:
+    """Run the shard units on Ray; record each outcome in the store as it comes back, and
+    each finished unit's key in ``complete``."""
     logger = get_run_logger()
     progress = create_progress_artifact(0.0, key="dataset-build-progress",
                                         description="Shards of this build finished")
@@ -313,7 +320,7 @@ def _fan_out(dataset: DatasetStore, units: list[ShardUnit], config: DancegenConf
     failed_before = set(dataset.failures())  # one listing, not a delete per finished unit
     with contextlib.closing(run_stage_units(units, config, logger)) as outcomes:
         _record_outcomes(dataset, outcomes, len(units), summary, lease, progress, total,
-                         failed_before)
+                         failed_before, complete)
 
 
 PROGRESS_EVERY_S = 2.0  # progress artifacts are API calls: at most one per stage this often
@@ -321,7 +328,8 @@ PROGRESS_EVERY_S = 2.0  # progress artifacts are API calls: at most one per stag
 
 def _record_outcomes(dataset: DatasetStore, outcomes: Iterator[tuple[ShardUnit, Any]],
                      count: int, summary: BuildSummary, lease: StoreLease, progress: Any,
-                     total: Counter, failed_before: set[str]) -> None:
+                     total: Counter, failed_before: set[str],
+                     complete: dict[str, dict[int, str]]) -> None:
     logger, finished, shown = get_run_logger(), Counter(), {}
     stage_progress = {stage: create_progress_artifact(
         0.0, key=f"dataset-build-{stage.replace('_', '-')}",
@@ -333,6 +341,7 @@ def _record_outcomes(dataset: DatasetStore, outcomes: Iterator[tuple[ShardUnit, 
             if unit.unit_id in failed_before:
                 _write_or_stop(dataset, summary, dataset.clear_failure, unit.unit_id)
             summary.shards_written += 1
+            complete.setdefault(unit.stage, {})[unit.shard] = unit.key["key"]
             summary.bytes_written += outcome.nbytes
             summary.unit_seconds += outcome.seconds
             summary.unit_cpu_seconds += outcome.cpu_seconds
@@ -382,12 +391,12 @@ def build_dataset(
     summary.phases["plan_s"] = time.perf_counter() - started
     with _build_lease(dataset, config) as lease:  # one build of a store at a time
         phase = time.perf_counter()
-        units = _prepare(dataset, AistppInputs(inputs), plan, config, summary)
+        units, complete = _prepare(dataset, AistppInputs(inputs), plan, config, summary)
         summary.phases["prepare_s"] = time.perf_counter() - phase
         phase = time.perf_counter()
-        _fan_out(dataset, units, config, summary, lease)
+        _fan_out(dataset, units, config, summary, lease, complete)
         summary.phases["fan_out_s"] = time.perf_counter() - phase
-        _publish(dataset, config, summary)
+        _publish(dataset, config, summary, complete)
     summary.seconds = time.perf_counter() - started
     create_markdown_artifact(summary.markdown(), key="dataset-build-summary",
                              description=summary.headline())
@@ -400,11 +409,13 @@ def build_dataset(
     return Completed(message=summary.headline(), data=summary.as_dict())
 
 
-def _publish(dataset: DatasetStore, config: DancegenConfig, summary: BuildSummary) -> None:
-    """Publish the finished version as a snapshot (storage/snapshot.py); an incomplete one
-    keeps the previous snapshot current, so training never sees a half-built version."""
+def _publish(dataset: DatasetStore, config: DancegenConfig, summary: BuildSummary,
+             complete: dict[str, dict[int, str]]) -> None:
+    """Publish the finished version as a snapshot (storage/snapshot.py) from the keys of its
+    complete shards (no second listing of the records); an incomplete one keeps the previous
+    snapshot current, so training never sees a half-built version."""
     try:
-        published = publish_snapshot(dataset, list(config.stages))
+        published = publish_snapshot(dataset, list(config.stages), complete)
     except StoreError as error:
         get_run_logger().warning("%s; the current snapshot stays %s", error,
                                  current_snapshot_id(dataset))

@@ -44,28 +44,35 @@ class Published:
 
 
 def incomplete_units(table: SegmentTable, shard_segments: int,
-                     records: dict[str, dict[int, dict[str, Any]]]) -> list[str]:
+                     keys: dict[str, dict[int, str]]) -> list[str]:
     """``<stage>/<shard>`` of every shard with a live row that has no completion record."""
-    return [f"{stage}/{shard:06d}" for stage, done in records.items()
+    return [f"{stage}/{shard:06d}" for stage, done in keys.items()
             for shard, rows in enumerate(table.shard_rows(shard_segments))
             if shard not in done and any(table.is_live(r) for r in rows)]
 
 
-def publish_snapshot(dataset: DatasetStore, stages: list[str]) -> Published:
+def publish_snapshot(dataset: DatasetStore, stages: list[str],
+                     keys: dict[str, dict[int, str]] | None = None) -> Published:
     """Publish the version's state as a snapshot, if every live row is complete in every
-    stage of ``stages``; raises StoreError naming the incomplete shards otherwise."""
+    stage of ``stages``; raises StoreError naming the incomplete shards otherwise.
+
+    ``keys``: the record key of every complete shard per stage, when the caller knows them
+    (the build does: what it skipped and what it wrote); else the records are listed."""
     attrs = dataset.attrs
     table = SegmentTable.from_attrs(attrs)
-    records = {stage: dataset.records(stage) for stage in stages}
-    missing = incomplete_units(table, attrs["shard_segments"], records)
+    if keys is None:
+        keys = {stage: {shard: record["key"] for shard, record in dataset.records(stage).items()}
+                for stage in stages}
+    keys = {stage: keys.get(stage, {}) for stage in stages}  # a failed stage: none complete
+    missing = incomplete_units(table, attrs["shard_segments"], keys)
     if missing:
         raise StoreError(f"no snapshot of {dataset.location.url}: {len(missing)} shards are "
                          f"not complete ({', '.join(missing[:5])}{' ...' * (len(missing) > 5)})")
     content = {
         "version": dataset.version,
         "layout": {key: attrs.get(key) for key in LAYOUT_KEYS},
-        "stages": {stage: {str(shard): record["key"] for shard, record in sorted(done.items())}
-                   for stage, done in records.items()},
+        "stages": {stage: {str(shard): key for shard, key in sorted(done.items())}
+                   for stage, done in keys.items()},
         "table": table.to_attrs(),
     }
     digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
