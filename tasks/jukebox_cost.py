@@ -79,7 +79,7 @@ def measure(settings: JukeboxSettings, music_seconds: float = 10.0,
     vqvae_config = JukeboxVQVAEConfig()
     jukebox = WorkerJukebox(JukeboxVQVAEEncoder(vqvae_config).to(device).eval(),
                             JukeboxTopPrior(probe).to(device).eval(), device,
-                            compute_dtype(settings, device))
+                            compute_dtype(settings))
     probe_settings = settings.model_copy(update={"layer": probe_layers})
     audio = np.random.default_rng(0).standard_normal(int(music_seconds * JUKEBOX_RATE))
     track_features(jukebox, audio.astype(np.float32) * 0.1, JUKEBOX_RATE, probe_settings, 30)

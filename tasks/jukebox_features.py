@@ -77,11 +77,10 @@ class WorkerJukebox:
     dtype: torch.dtype
 
 
-def compute_dtype(settings: JukeboxSettings, device: torch.device) -> torch.dtype:
-    """float16 on CUDA and float32 on CPU unless the config says otherwise."""
-    if settings.dtype == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    return getattr(torch, settings.dtype)
+def compute_dtype(settings: JukeboxSettings) -> torch.dtype:
+    """The prior's activation dtype (``jukebox.activation_dtype``; float32 by default, as
+    EDGE's features were computed)."""
+    return getattr(torch, settings.activation_dtype)
 
 
 @functools.lru_cache(maxsize=1)
@@ -99,8 +98,7 @@ def worker_jukebox(settings: JukeboxSettings, vqvae_url: str, prior_url: str) ->
     for url, version in zip((vqvae_url, prior_url), versions, strict=True):
         if version is None:
             raise InputError(f"Jukebox checkpoint not found: {url}")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = str(compute_dtype(settings, device)).removeprefix("torch.")
+    dtype = str(compute_dtype(settings)).removeprefix("torch.")
     return _jukebox(vqvae_url, prior_url, versions, settings.layer, settings.heads,
                     settings.blocks, dtype)
 
@@ -115,7 +113,7 @@ def chunk_features(jukebox: WorkerJukebox, chunks: np.ndarray, layer: int,
     # true float32 convolutions (no TF32 on Ampere+): the codes decide everything after
     with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
         codes = jukebox.vqvae(audio)
-    # activations in float16 on GPU (LayerNorm and softmax stay float32, as in Jukebox)
+    # activations in the configured dtype (LayerNorm and softmax stay float32, as Jukebox)
     hidden = jukebox.prior(codes, layer, dtype=jukebox.dtype).float().cpu().numpy()
     # jukemirlib: librosa.resample(res_type="fft"), i.e. scipy's FFT resample along time
     return scipy.signal.resample(hidden, frames, axis=1).astype(np.float32)
@@ -165,7 +163,8 @@ def as_stored(track: np.ndarray) -> np.ndarray:
     """Features as the cache and the data contract hold them: float16, all finite."""
     stored = track.astype(np.float16)
     if not np.isfinite(stored).all():  # float16 overflow would poison every later read
-        raise RuntimeError("Jukebox features overflow float16; try jukebox.dtype=float32")
+        raise RuntimeError("Jukebox features exceed float16's range, the stored dtype: the "
+                           "weights or the audio are not what Jukebox expects")
     return stored
 
 

@@ -18,7 +18,7 @@ from jukebox_helpers import jukebox_overrides, write_reduced_jukebox
 from prefect_ray import RayTaskRunner
 
 from dancegen.config import DancegenConfig, load_config
-from dancegen.errors import InputError
+from dancegen.errors import ConfigError, InputError
 from dancegen.flows.build_dataset import build_dataset
 from dancegen.storage import DatasetStore
 from dancegen.storage.aistpp import AistppInputs
@@ -157,3 +157,27 @@ def test_missing_weights_skip_the_stage_alone(fixtures_dir: Path, weights: Path,
     assert "Jukebox checkpoint not found" in reason and "prior_level_2.pth.tar" in reason
     dataset = DatasetStore(tmp_path / "store.zarr", "v1")
     assert len(dataset.records("motion")) == len(dataset.shard_ranges())
+
+
+def test_activations_are_float32_unless_float16_is_asked_for(weights: Path) -> None:
+    """EDGE's checkpoint was trained on jukemirlib's float32 activations: the default, in the
+    paper config too (on any device). float16 is an opt-in; its features differ a little (the
+    cache key tells the two apart) and are not bit-equal to float32's."""
+    assert load_config("configs/paper.yaml").jukebox.activation_dtype == "float32"
+    config = _config(weights, "jukebox.batch_chunks=1")
+    assert config.jukebox.activation_dtype == "float32"
+    half = _config(weights, "jukebox.batch_chunks=1", "jukebox.activation_dtype=float16")
+    urls = (str(weights / "vqvae.pth.tar"), str(weights / "prior_level_2.pth.tar"))
+    audio = _music(5.0)
+    full_jukebox, half_jukebox = worker_jukebox(config.jukebox, *urls), None
+    assert full_jukebox.dtype == torch.float32
+    full = track_features(full_jukebox, audio, 22050, config.jukebox, 30)
+    half_jukebox = worker_jukebox(half.jukebox, *urls)
+    assert half_jukebox.dtype == torch.float16
+    reduced = track_features(half_jukebox, audio, 22050, half.jukebox, 30)
+    difference = np.linalg.norm(reduced - full) / np.linalg.norm(full)
+    assert 0 < difference < 0.01, difference
+    inputs = AistppInputs("unused")
+    assert cache_key(inputs, config) != cache_key(inputs, half)
+    with pytest.raises(ConfigError, match="activation_dtype"):
+        _config(weights, "jukebox.activation_dtype=bfloat16")
