@@ -59,7 +59,7 @@ def stage_batch(stage: int, frames: int, resolution: int, music_dim: int, clip_d
              "heatmaps": torch.rand(1, frames, 18, 64, 64)}
     if stage > 1:
         batch |= {"noisy_latents": torch.randn(1, 4, frames, latent, latent),
-                  "noise": torch.randn(1, 4, frames, latent, latent),
+                  "target": torch.randn(1, 4, frames, latent, latent),
                   "timesteps": torch.tensor([500]),
                   "reference_latents": torch.randn(1, 4, latent, latent),
                   "clip": torch.randn(1, 1, clip_dim),

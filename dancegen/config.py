@@ -63,8 +63,10 @@ class JukeboxSettings(_Strict):
         5.0, gt=0, description="audio is cut on a fixed grid of chunks this long from the track "
                                "start, each its own context (EDGE: its 5-s slices)")
     batch_chunks: int = Field(8, gt=0, description="chunks per forward pass")
-    dtype: Literal["auto", "float16", "float32"] = Field(
-        "auto", description="compute dtype: auto = float16 on CUDA, float32 on CPU")
+    activation_dtype: Literal["float32", "float16"] = Field(
+        "float32", description="the prior's activations: float32 as jukemirlib computed the "
+                               "features EDGE's checkpoint was trained on; float16 is an "
+                               "opt-in GPU speed mode whose features differ (docs/jukebox.md)")
 
 
 class MusicConfig(_Strict):
@@ -236,6 +238,16 @@ class LdmWeights(_Strict):
     image_encoder: str = Field(description="CLIP image encoder folder (transformers)")
     champ: str | None = Field(None, description="CHAMP's champ/ folder with *.pth; null = "
                                                 "start from SD 1.5 alone")
+    motion_module: str | None = Field(
+        None, description="AnimateDiff's mm_sd_v15_v2.ckpt: the motion modules' start when "
+                          "CHAMP's files are not given (CHAMP's stage 2 starts from it)")
+
+    @model_validator(mode="after")
+    def _one_motion_source(self) -> LdmWeights:
+        if self.champ is not None and self.motion_module is not None:
+            raise ValueError("ldm.weights: set champ (its motion_module.pth) or "
+                             "motion_module (AnimateDiff's), not both")
+        return self
 
 
 class LdmStandIn(_Strict):
@@ -253,6 +265,9 @@ class LdmStandIn(_Strict):
     vae_steps: int = Field(200, gt=0)
     vae_batch_size: int = Field(8, gt=0)
     vae_learning_rate: float = Field(1e-3, gt=0)
+    vae_foreground_weight: float = Field(
+        20.0, ge=0, description="extra L1 weight on pixels unlike the frame's background "
+                                "(the dancer is ~5% of an AIST++ frame)")
 
 
 class M2PEncSizes(_Strict):
@@ -264,13 +279,41 @@ class M2PEncSizes(_Strict):
 
 
 class NoiseSchedule(_Strict):
-    """One DDPM schedule for training and sampling (CHAMP's configs disagree; SD 1.5's here)."""
+    """One DDPM schedule for training and sampling (CHAMP's configs disagree; SD 1.5's here).
+
+    The parameterisation must be the one the starting weights were trained with: SD 1.5 is
+    epsilon with SD's betas and "leading" steps; CHAMP (and UniAnimate) v-prediction with
+    zero terminal SNR and "trailing" steps (its ``enable_zero_snr``). Every LDM checkpoint
+    records it, and resuming or sampling under another one is refused.
+    """
 
     num_train_timesteps: int = Field(1000, gt=1)
     beta_start: float = Field(0.00085, gt=0)
     beta_end: float = Field(0.012, gt=0)
     beta_schedule: Literal["scaled_linear", "linear"] = "scaled_linear"
-    prediction_type: Literal["epsilon"] = "epsilon"  # the paper's noise-prediction MSE
+    prediction_type: Literal["epsilon", "v_prediction"] = Field(
+        "epsilon", description="what the U-Net predicts: the noise, or v = a*noise - s*x0")
+    zero_terminal_snr: bool = Field(
+        False, description="rescale the betas so the last step is pure noise (Lin et al. 2024)")
+    timestep_spacing: Literal["leading", "trailing", "linspace"] = Field(
+        "leading", description="which training steps DDIM samples at (trailing starts at T)")
+
+    @model_validator(mode="after")
+    def _check_parameterisation(self) -> NoiseSchedule:
+        if self.zero_terminal_snr and self.prediction_type == "epsilon":
+            # at zero SNR the last step's input holds no signal: an epsilon model cannot
+            # recover x0 from it (the x0 estimate divides by alpha_bar = 0)
+            raise ValueError("ldm.schedule.zero_terminal_snr needs prediction_type "
+                             "v_prediction")
+        return self
+
+    def scheduler_kwargs(self) -> dict[str, Any]:
+        """The schedule as diffusers' DDPM/DDIM scheduler arguments."""
+        return {"num_train_timesteps": self.num_train_timesteps, "beta_start": self.beta_start,
+                "beta_end": self.beta_end, "beta_schedule": self.beta_schedule,
+                "prediction_type": self.prediction_type,
+                "rescale_betas_zero_snr": self.zero_terminal_snr,
+                "timestep_spacing": self.timestep_spacing}
 
 
 class LdmConfig(_Strict):
@@ -287,6 +330,8 @@ class LdmConfig(_Strict):
     motion_max_frames: int = Field(32, gt=0, description="temporal position encoding length")
     schedule: NoiseSchedule = NoiseSchedule()
     noise_offset: float = Field(0.05, ge=0, description="CHAMP's offset noise")
+    snr_gamma: float | None = Field(
+        None, gt=0, description="min-SNR loss weighting (CHAMP: 5); null = plain MSE")
     uncond_ratio: float = Field(0.1, ge=0, lt=1, description="reference dropped (for CFG)")
     heatmap_loss_weight: float = Field(1.0, ge=0, description="stage 1: L1 + w * heatmap MSE")
     stage3_pixel_weight: float = Field(0.5, ge=0, description="stage 3: 0.5 Lpix + 0.5 Lguid")

@@ -9,6 +9,11 @@
 - CHAMP (``champ/``): ``denoising_unet.pth``, ``reference_unet.pth``, ``motion_module.pth`` and
   ``guidance_encoder_{depth,normal,semantic_map,dwpose}.pth``, each a plain ``state_dict`` saved
   with ``torch.save``; read with ``weights_only=True``.
+- AnimateDiff's motion module (``mm_sd_v15_v2.ckpt``): a ``torch.save``-d dict of the temporal
+  layers' tensors in the same key layout as CHAMP's ``motion_module.pth`` (588 keys for SD
+  1.5's widths, e.g. ``down_blocks.0.motion_modules.0.temporal_transformer.proj_in.weight``,
+  the sinusoidal ``...pos_encoder.pe`` of ``[1, 32, C]`` included and kept), possibly wrapped
+  in ``{"state_dict": ...}`` and with a ``global_step`` entry (AnimateDiff's loader accepts both).
 
 Every missing or unreadable file is an :class:`InputError` naming the file and the weight.
 """
@@ -65,12 +70,18 @@ def load_image_encoder(url: str) -> CLIPVisionModelWithProjection:
 
 
 def read_state_dict(url: str, what: str) -> dict[str, torch.Tensor]:
-    """A ``torch.save``-d state dict (CHAMP's ``*.pth``), loaded without running any code."""
+    """A ``torch.save``-d state dict (CHAMP's ``*.pth``, AnimateDiff's ``*.ckpt``), loaded
+    without running any code; a ``{"state_dict": ...}`` wrapper and AnimateDiff's
+    ``global_step`` entry are unwrapped."""
     path: Path = local_file(url, what)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise InputError(f"{what}: {url} is not a readable state dict ({error})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if isinstance(state, dict):
+        state.pop("global_step", None)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise InputError(f"{what}: {url} does not hold a state dict of tensors")
     return {key.removeprefix("module."): value for key, value in state.items()}
@@ -104,19 +115,30 @@ def guidance_encoder_config(unet: UNet2DConditionModel, channels: list[int],
 
 
 def build_champ(stable_diffusion: str, champ: str | None, motion: MotionModuleConfig,
-                guidance_channels: list[int], guidance_heads: int) -> ChampModel:
+                guidance_channels: list[int], guidance_heads: int,
+                motion_module: str | None = None) -> ChampModel:
     """The trainable LDM initialised from SD 1.5, then from CHAMP's files when given.
 
-    Without CHAMP the guidance encoders start fresh (zero output) and so do the motion
-    modules (identity). CHAMP's own video stage starts them from AnimateDiff's
-    ``mm_sd_v15_v2.ckpt`` instead; with ``champ`` set they come from its motion_module.pth.
-    CHAMP's loading order: motion_module.pth, then denoising_unet.pth over it.
+    Without CHAMP the guidance encoders start fresh (zero output); the motion modules start
+    from AnimateDiff's ``motion_module`` file when given (as CHAMP's own video stage does),
+    else fresh (identity). With ``champ`` set everything comes from CHAMP's files, in CHAMP's
+    loading order: motion_module.pth, then denoising_unet.pth over it.
     """
     champ_model = assemble_champ(load_unet(stable_diffusion), load_unet(stable_diffusion), motion,
                                  guidance_channels, guidance_heads)
     if champ is not None:
         load_champ_files(champ_model, champ)
+    elif motion_module is not None:
+        load_motion_module(champ_model.denoising_unet, motion_module,
+                           "AnimateDiff motion module")
     return champ_model
+
+
+def load_motion_module(denoising: DenoisingUNet3D, url: str, what: str) -> None:
+    """Load a motion-module file (CHAMP's or AnimateDiff's layout) into the temporal layers;
+    every temporal key must be in it, and nothing else."""
+    load_into(denoising.unet, {**denoising.spatial_state_dict(), **read_state_dict(url, what)},
+              what)
 
 
 def assemble_champ(reference: UNet2DConditionModel, denoising: UNet2DConditionModel,
@@ -135,9 +157,7 @@ def load_champ_files(model: ChampModel, champ: str) -> None:
     load_into(model.reference_unet,
               read_state_dict(f"{base}/reference_unet.pth", "CHAMP reference U-Net"),
               "CHAMP reference U-Net", allow_missing=("conv_norm_out.", "conv_out."))
-    motion_state = read_state_dict(f"{base}/motion_module.pth", "CHAMP motion module")
-    load_into(denoising.unet, {**denoising.spatial_state_dict(), **motion_state},
-              "CHAMP motion module")
+    load_motion_module(denoising, f"{base}/motion_module.pth", "CHAMP motion module")
     load_into(denoising.unet,
               read_state_dict(f"{base}/denoising_unet.pth", "CHAMP denoising U-Net"),
               "CHAMP denoising U-Net", allow_missing=(".motion_modules.",))

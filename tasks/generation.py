@@ -28,6 +28,7 @@ from dancegen.models.m2penc import GRID, M2PEnc
 from dancegen.storage.ldm_checkpoint import LdmRun
 from dancegen.tasks.ldm_models import (
     base_weights,
+    check_schedule,
     frozen_encoders,
     load_finished,
     m2penc_config,
@@ -73,6 +74,8 @@ def load_pipeline(store: str, config: DancegenConfig, device: torch.device | Non
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     run = LdmRun(store, config.ldm.run_name)
     checkpoint = run.require_done(3)["checkpoint"]
+    for stage in (2, 3):  # the sampler must read the denoiser as what it was trained to predict
+        check_schedule(stage, run, config.ldm.schedule)
     champ, m2penc = new_champ(run, config), M2PEnc(m2penc_config(config))
     load_finished(2, run, champ, None)
     load_finished(3, run, champ, m2penc)

@@ -15,7 +15,7 @@ from dataclasses import asdict
 from diffusers import AutoencoderKL
 from transformers import CLIPVisionModelWithProjection
 
-from dancegen.config import DancegenConfig, LdmWeights
+from dancegen.config import DancegenConfig, LdmWeights, NoiseSchedule
 from dancegen.errors import ConfigError, StoreError
 from dancegen.models.champ import ChampModel
 from dancegen.models.edge import BASELINE_FEATURE_DIM, JUKEBOX_FEATURE_DIM
@@ -54,7 +54,35 @@ def new_champ(run: LdmRun, config: DancegenConfig) -> ChampModel:
     """The LDM from the base weights (SD 1.5, then CHAMP's files when configured)."""
     weights = base_weights(run, config)
     return build_champ(weights.stable_diffusion, weights.champ, motion_config(config),
-                       config.ldm.guidance_channels, config.ldm.guidance_heads)
+                       config.ldm.guidance_channels, config.ldm.guidance_heads,
+                       weights.motion_module)
+
+
+# What a denoiser learns depends on these; the DDIM spacing is a sampling choice only
+TRAINED_SCHEDULE_FIELDS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule",
+                           "prediction_type", "zero_terminal_snr")
+# checkpoints from before the schedule was recorded could only be trained this way
+UNRECORDED_SCHEDULE = {"prediction_type": "epsilon", "zero_terminal_snr": False}
+
+
+def trained_schedule(schedule: NoiseSchedule) -> dict:
+    """The part of the schedule a checkpoint records and a resume or sampler must match."""
+    return {name: getattr(schedule, name) for name in TRAINED_SCHEDULE_FIELDS}
+
+
+def check_schedule(stage: int, run: LdmRun, schedule: NoiseSchedule) -> None:
+    """Refuse to resume, extend or sample a denoising stage under another parameterisation
+    than it was trained with (its weights would be read as the wrong quantity)."""
+    state = run.state(stage) or {}
+    recorded = state.get("schedule") or {**trained_schedule(NoiseSchedule()),
+                                         **UNRECORDED_SCHEDULE}
+    configured = trained_schedule(schedule)
+    differ = {k: (recorded.get(k), v) for k, v in configured.items() if recorded.get(k) != v}
+    if differ:
+        listed = ", ".join(f"{k} {was!r} (configured: {now!r})" for k, (was, now) in differ.items())
+        raise ConfigError(f"stage {stage} of LDM run {run.name!r} was trained with {listed}; "
+                          "set ldm.schedule back to what it was trained with, or train "
+                          "under a new ldm.run_name")
 
 
 def load_finished(stage: int, run: LdmRun, champ: ChampModel | None,

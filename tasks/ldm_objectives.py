@@ -1,11 +1,14 @@
 """The paper's three training objectives, as modules (so DDP can wrap what a stage trains).
 
 1. M2PEnc alone: L1 to the guidance images of the rendered maps (at 64x64) + heatmap MSE.
-2. Image stage: reference U-Net, guidance encoders and the denoising U-Net, noise-prediction
-   MSE on single frames with the rendered maps as guidance (no temporal layers).
-3. Temporal layers + M2PEnc: 0.5 Lpix + 0.5 Lguid on frame sequences, where Lpix is the noise
-   MSE of the video with *M2PEnc's* guidance (so M2PEnc learns from the pixels too) and Lguid
-   is stage 1's loss on the same clips.
+2. Image stage: reference U-Net, guidance encoders and the denoising U-Net, denoising MSE
+   on single frames with the rendered maps as guidance (no temporal layers).
+3. Temporal layers + M2PEnc: 0.5 Lpix + 0.5 Lguid on frame sequences, where Lpix is the
+   denoising MSE of the video with *M2PEnc's* guidance (so M2PEnc learns from the pixels too)
+   and Lguid is stage 1's loss on the same clips.
+
+The denoising target follows ``ldm.schedule.prediction_type`` (the noise, or v), optionally
+weighted per sample by min-SNR (``ldm.snr_gamma``, as CHAMP trains).
 """
 
 from __future__ import annotations
@@ -94,7 +97,8 @@ class DenoisingObjective(nn.Module):
         self.heatmap_weight = heatmap_weight
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
-        """``batch``: noisy_latents, timesteps, noise, reference_latents (or absent for the
+        """``batch``: noisy_latents, timesteps, target (and optionally per-sample
+        loss_weights), reference_latents (or absent for the
         unconditional step), clip, guidance (stage 2) or music/guidance_64/heatmaps (3, which
         needs ``resolution``: the pixel size of M2PEnc's guidance)."""
         parts: dict[str, float] = {}
@@ -110,8 +114,8 @@ class DenoisingObjective(nn.Module):
         predicted = self.champ(batch["noisy_latents"], batch["timesteps"],
                                batch.get("reference_latents"), batch["clip"], guidance_images,
                                temporal=temporal)
-        pixel_loss = F.mse_loss(predicted.float(), batch["noise"].float())
-        parts["noise_mse"] = pixel_loss.item()
+        pixel_loss = denoising_loss(predicted, batch["target"], batch.get("loss_weights"))
+        parts["denoise_mse"] = pixel_loss.item()
         if self.m2penc is None:
             return pixel_loss, parts
         return self.pixel_weight * pixel_loss + self.guidance_weight * guidance_loss, parts
@@ -128,3 +132,35 @@ def add_noise(scheduler: DDPMScheduler, latents: Tensor, generator: torch.Genera
     timesteps = torch.randint(scheduler.config.num_train_timesteps, (b,),
                               generator=generator).to(latents.device)
     return scheduler.add_noise(latents, noise, timesteps), noise, timesteps
+
+
+def denoising_target(scheduler: DDPMScheduler, latents: Tensor, noise: Tensor,
+                     timesteps: Tensor) -> Tensor:
+    """What the U-Net learns to predict: the noise, or v = sqrt(a) * noise - sqrt(1-a) * x0."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(latents, noise, timesteps)
+    raise ValueError(f"unsupported prediction_type {kind!r}")
+
+
+def min_snr_weights(scheduler: DDPMScheduler, timesteps: Tensor, gamma: float) -> Tensor:
+    """Per-sample min-SNR weights (Hang et al. 2023) as CHAMP's and diffusers' scripts compute
+    them: min(SNR, gamma) / SNR for epsilon, min(SNR, gamma) / (SNR + 1) for v (the v loss
+    already weighs a step by SNR + 1 relative to the epsilon loss)."""
+    alphas = scheduler.alphas_cumprod.to(timesteps.device)[timesteps].float()
+    snr = alphas / (1 - alphas)
+    clipped = snr.clamp(max=gamma)
+    if scheduler.config.prediction_type == "v_prediction":
+        return clipped / (snr + 1)
+    return clipped / snr
+
+
+def denoising_loss(predicted: Tensor, target: Tensor, weights: Tensor | None) -> Tensor:
+    """MSE, averaged per sample, then (if given) weighted per sample and averaged."""
+    per_sample = F.mse_loss(predicted.float(), target.float(), reduction="none")
+    per_sample = per_sample.flatten(1).mean(1)
+    if weights is None:
+        return per_sample.mean()
+    return (per_sample * weights.to(per_sample)).mean()

@@ -82,9 +82,10 @@ class SamplerSettings:
 
 
 def ddim_scheduler(schedule: NoiseSchedule) -> DDIMScheduler:
-    """DDIM on the training schedule, with SD 1.5's inference settings."""
-    return DDIMScheduler(**schedule.model_dump(), clip_sample=False, set_alpha_to_one=False,
-                         steps_offset=1)
+    """DDIM on the training schedule (its parameterisation and spacing), with SD 1.5's other
+    inference settings (``steps_offset`` only shifts "leading" steps)."""
+    return DDIMScheduler(**schedule.scheduler_kwargs(), clip_sample=False,
+                         set_alpha_to_one=False, steps_offset=1)
 
 
 def _predict_noise(champ: ChampModel, latents: Tensor, timestep: Tensor, guidance: Tensor,

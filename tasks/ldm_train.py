@@ -30,19 +30,23 @@ from dancegen.storage.ldm_checkpoint import LdmRun
 from dancegen.tasks.ldm_data import ClipSource, SampleSpec
 from dancegen.tasks.ldm_models import (
     base_weights,
+    check_schedule,
     frozen_encoders,
     load_finished,
     load_stage_checkpoint,
     m2penc_config,
     new_champ,
     stage_modules,
+    trained_schedule,
 )
 from dancegen.tasks.ldm_objectives import (
     DenoisingObjective,
     M2PEncObjective,
     add_noise,
     clip_embeds,
+    denoising_target,
     encode_latents,
+    min_snr_weights,
 )
 
 LOSS_COLUMNS = ("step", "loss")
@@ -60,6 +64,7 @@ def build_stage(stage: int, run: LdmRun, config: DancegenConfig
     if stage == 2:
         freeze_for_stage(2, champ)
         return DenoisingObjective(champ), champ, None
+    check_schedule(2, run, ldm.schedule)  # stage 3 goes on from stage 2's denoiser
     load_finished(2, run, champ, None)
     m2penc = M2PEnc(m2penc_config(config))
     load_finished(1, run, None, m2penc)
@@ -123,7 +128,10 @@ def make_batch(stage: int, data: dict[str, torch.Tensor], generator: torch.Gener
     latents = encode_latents(vae, data.pop("frames"), generator)
     reference = data.pop("reference")
     noisy, noise, timesteps = add_noise(scheduler, latents, generator, config.ldm.noise_offset)
-    batch = {**data, "noisy_latents": noisy, "noise": noise, "timesteps": timesteps}
+    batch = {**data, "noisy_latents": noisy, "timesteps": timesteps,
+             "target": denoising_target(scheduler, latents, noise, timesteps)}
+    if config.ldm.snr_gamma is not None:
+        batch["loss_weights"] = min_snr_weights(scheduler, timesteps, config.ldm.snr_gamma)
     # classifier-free guidance dropout, one draw per batch (CHAMP): no reference, zero CLIP
     if float(torch.rand(1, generator=generator)) < config.ldm.uncond_ratio:
         batch["clip"] = torch.zeros(len(reference), 1, image_encoder.config.projection_dim,
@@ -163,6 +171,8 @@ def train_stage(stage: int, store: str, config: DancegenConfig, *, rank: int = 0
     step, losses, scaler_state = 0, [], None
     resumed = run.training_state(stage)
     if resumed is not None:
+        if stage > 1:
+            check_schedule(stage, run, config.ldm.schedule)
         load_stage_checkpoint(stage, run, champ, m2penc)
         try:
             optimizer.load_state_dict(resumed["optimizer"])
@@ -184,7 +194,7 @@ def train_stage(stage: int, store: str, config: DancegenConfig, *, rank: int = 0
         weights = base_weights(run, config)
         vae, image_encoder = frozen_encoders(weights.vae, weights.image_encoder)
         frozen = (vae.to(device), image_encoder.to(device))
-        scheduler = DDPMScheduler(**config.ldm.schedule.model_dump())
+        scheduler = DDPMScheduler(**config.ldm.schedule.scheduler_kwargs())
     model = prepare(objective)
     # a resumed stage reads the snapshot it started on; a new one the current snapshot
     snapshot_id = run.state(stage).get("snapshot") if resumed is not None else None
@@ -217,7 +227,9 @@ def train_stage(stage: int, store: str, config: DancegenConfig, *, rank: int = 0
                       "grad_scaler": scaler.state_dict()},
                      {"losses": losses, "loss_columns": [*LOSS_COLUMNS, *parts],
                       "world_size": world_size, "device": device.type,
-                      "snapshot": source.snapshot.id},
+                      "snapshot": source.snapshot.id,
+                      **({"schedule": trained_schedule(config.ldm.schedule)}
+                         if stage > 1 else {})},
                      done=finished)
     seconds = time.perf_counter() - started
     return {**(run.state(stage) or {}), "resumed_from": start_step, "seconds": seconds,

@@ -89,7 +89,7 @@ def test_stages_train_their_losses_fall_and_checkpoints_land(trained: Path) -> N
     first, last = falls(run.state(2)["losses"])
     assert last < 0.8 * first, (first, last)               # image stage: noise MSE
     state3 = run.state(3)
-    assert state3["loss_columns"] == ["step", "loss", "guidance_l1", "heatmap_mse", "noise_mse"]
+    assert state3["loss_columns"] == ["step", "loss", "guidance_l1", "heatmap_mse", "denoise_mse"]
     assert state3["done"] and state3["step"] == 4
     folder = Path(run.location.root) / state3["checkpoint"]
     assert sorted(p.name for p in folder.iterdir()) == ["m2penc", "motion_module",

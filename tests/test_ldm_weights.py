@@ -156,3 +156,57 @@ def test_weights_load_from_s3_through_the_cache(tmp_path: Path, s3_bucket: str,
     with pytest.raises(InputError, match="CHAMP reference U-Net not found"):
         build_champ(f"{s3_bucket}/weights/sd", f"{s3_bucket}/weights/none", TINY_MOTION,
                     GUIDANCE, 4)
+
+
+def test_sd15_sized_motion_modules_have_animatediff_v2_layout() -> None:
+    """mm_sd_v15_v2.ckpt holds 588 tensors for SD 1.5's widths, the position encodings
+    ``pe`` of [1, 32, C] among them: the project's motion modules have the same keys (built on
+    the meta device: no memory for SD 1.5's weights)."""
+    from dancegen.models.motion_module import MotionModuleConfig
+    from dancegen.models.unet3d import DenoisingUNet3D
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(cross_attention_dim=768)  # diffusers' defaults are SD 1.5's
+        denoising = DenoisingUNet3D(unet, MotionModuleConfig(num_attention_heads=8))
+    keys = denoising.motion_state_dict()
+    assert len(keys) == 588
+    pe = {k: tuple(v.shape) for k, v in keys.items() if k.endswith("pos_encoder.pe")}
+    assert {shape for shape in pe.values()} == {(1, 32, 320), (1, 32, 640), (1, 32, 1280)}
+    assert "down_blocks.0.motion_modules.0.temporal_transformer.transformer_blocks.0." \
+           "attention_blocks.0.pos_encoder.pe" in pe
+    assert "mid_block.motion_modules.0.temporal_transformer.proj_out.weight" in keys
+
+
+def test_animatediff_motion_module_starts_the_temporal_layers(tmp_path: Path) -> None:
+    write_sd15(tmp_path / "sd")
+    from dancegen.models.unet3d import DenoisingUNet3D
+
+    torch.manual_seed(3)
+    source = DenoisingUNet3D(UNet2DConditionModel(**TINY_UNET), TINY_MOTION)
+    state = {k: torch.randn_like(v) for k, v in source.motion_state_dict().items()}  # pe too
+    # as AnimateDiff's training saves it: a state_dict wrapper and the global step
+    torch.save({"state_dict": state, "global_step": 5000}, tmp_path / "mm_sd_v15_v2.ckpt")
+    champ = build_champ(str(tmp_path / "sd"), None, TINY_MOTION, GUIDANCE, 4,
+                        motion_module=str(tmp_path / "mm_sd_v15_v2.ckpt"))
+    loaded = champ.denoising_unet.motion_state_dict()
+    assert loaded.keys() == state.keys()
+    for key, value in state.items():
+        torch.testing.assert_close(loaded[key], value)
+    # the guidance encoders still start fresh (zero): only the temporal layers come from it
+    assert champ.guidance_encoders["depth"].conv_out.weight.abs().max() == 0
+    # a plain state dict loads as well; one missing a key is named
+    torch.save(state, tmp_path / "plain.ckpt")
+    build_champ(str(tmp_path / "sd"), None, TINY_MOTION, GUIDANCE, 4,
+                motion_module=str(tmp_path / "plain.ckpt"))
+    torch.save({k: v for k, v in list(state.items())[1:]}, tmp_path / "partial.ckpt")
+    with pytest.raises(InputError, match=r"AnimateDiff motion module: keys do not match"):
+        build_champ(str(tmp_path / "sd"), None, TINY_MOTION, GUIDANCE, 4,
+                    motion_module=str(tmp_path / "partial.ckpt"))
+
+
+def test_champ_and_animatediff_motion_modules_are_not_both_configured() -> None:
+    from dancegen.config import LdmWeights
+
+    with pytest.raises(ValueError, match="not both"):
+        LdmWeights(stable_diffusion="sd", vae="vae", image_encoder="clip", champ="champ",
+                   motion_module="mm_sd_v15_v2.ckpt")

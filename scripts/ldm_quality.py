@@ -1,0 +1,153 @@
+"""Where does a trained LDM run lose the picture? Measures each part on the test split.
+
+    .venv/bin/python scripts/ldm_quality.py STORE [--config local-cpu] [--set key=value ...]
+
+1. the VAE alone: PSNR/SSIM of decode(encode(frame)) against the frame (its ceiling);
+2. the image stage (stage 2) alone: single frames sampled with the *rendered* guidance of
+   those frames and the clip's first frame as reference (what stage 2 learnt to do);
+3. the video model (stages 2 + 3): the clip sampled with the rendered guidance, then with
+   M2PEnc's guidance from the music (what the evaluation scores: the pose is then M2PEnc's).
+
+Each line prints mean PSNR (dB) and SSIM over the test clips' frames. ``--png`` writes a strip
+(ground truth, VAE, image stage, video with rendered and with M2PEnc guidance) to look at.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from dancegen.config import load_config
+from dancegen.storage.ldm_checkpoint import LdmRun
+from dancegen.storage.snapshot import DatasetSnapshot
+from dancegen.tasks.frame_metrics import psnr, ssim
+from dancegen.tasks.generation import generate, load_pipeline
+from dancegen.tasks.ldm_data import ClipDataset, ClipRequest, SampleSpec
+from dancegen.tasks.ldm_models import base_weights, frozen_encoders, load_finished, new_champ
+from dancegen.tasks.ldm_objectives import clip_embeds
+from dancegen.tasks.ldm_sampling import SamplerSettings, decode_frames, sample_segment
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(3, F, R, R) in [-1, 1] -> (F, R, R, 3) uint8."""
+    pixels = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return pixels.permute(1, 2, 3, 0).numpy()
+
+
+def score(name: str, generated: np.ndarray, real: np.ndarray, seconds: float) -> None:
+    print(f"{name:<38} PSNR {psnr(generated, real).mean():6.2f} dB  "
+          f"SSIM {ssim(generated, real).mean():.3f}  ({seconds:.1f} s)")
+
+
+@torch.no_grad()
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("store")
+    parser.add_argument("--config", default="configs/local-cpu.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--frames", type=int, default=4, help="image-stage frames per clip")
+    parser.add_argument("--png", help="write a strip of frames here")
+    args = parser.parse_args()
+    config = load_config(args.config, args.overrides)
+    resolution = config.training.stage3.resolution
+    snapshot = DatasetSnapshot.open(args.store, config.dataset.version)
+    clip_frames = config.evaluation.clip_frames or config.dataset.segment_frames
+    rows = [row for row, _ in snapshot.segments("test")][: config.evaluation.max_clips]
+    samples = ClipDataset(snapshot, f"music/{config.music.backend}", SampleSpec(resolution))
+    clips = [samples[ClipRequest(row, 0, clip_frames, 0)] for row in rows]
+    run = LdmRun(args.store, config.ldm.run_name)
+    weights = base_weights(run, config)
+    vae, image_encoder = frozen_encoders(weights.vae, weights.image_encoder)
+    generator = torch.Generator().manual_seed(0)
+    strips = []
+    picks = np.linspace(0, clip_frames - 1, args.frames).round().astype(int)
+
+    started, real, decoded = time.perf_counter(), [], []
+    for clip in clips:
+        latents = vae.encode(clip["frames"].transpose(0, 1)).latent_dist.mode()
+        decoded.append(np.concatenate([decode_frames(vae, latents.transpose(0, 1)[None]
+                                                     * vae.config.scaling_factor)]))
+        real.append(to_uint8(clip["frames"]))
+    score("VAE reconstruction", np.concatenate(decoded), np.concatenate(real),
+          time.perf_counter() - started)
+    strips.append([r[picks] for r in real])
+    strips.append([d[picks] for d in decoded])
+
+    # stage 2 alone: the image stage's weights, temporal layers as they were before stage 3
+    image_stage = new_champ(run, config)
+    load_finished(2, run, image_stage, None)
+    image_stage.requires_grad_(False).eval()
+    settings = SamplerSettings.of(config.generation)
+    started, images = time.perf_counter(), []
+    for clip in clips:
+        states, clip_token = reference_inputs(vae, image_encoder, image_stage, clip)
+        frames = []
+        for f in picks:  # one frame at a time: stage 2 never saw frames beside each other
+            guidance = image_stage.encode_guidance(clip["guidance"][None, :, :, f:f + 1])
+            latents = sample_segment(image_stage, guidance, states, clip_token,
+                                     config.ldm.schedule, settings, generator)
+            frames.append(decode_frames(vae, latents)[0])
+        images.append(np.stack(frames))
+    score("image stage, rendered guidance", np.concatenate(images),
+          np.concatenate([r[picks] for r in real]), time.perf_counter() - started)
+    strips.append(images)
+    if run.done(3):
+        strips += video_parts(args.store, config, clips, rows, real, picks, generator)
+    write_strip(args.png, strips)
+
+
+def video_parts(store: str, config, clips: list[dict], rows: list[int], real: list,
+                picks: np.ndarray, generator: torch.Generator) -> list[list[np.ndarray]]:
+    """Parts 3: the video model with rendered guidance, then with M2PEnc's."""
+    pipeline = load_pipeline(store, config, torch.device("cpu"))
+    settings, strips = SamplerSettings.of(config.generation), []
+    snapshot = DatasetSnapshot.open(store, config.dataset.version)
+    clip_frames = len(real[0])
+    started, videos = time.perf_counter(), []
+    for clip in clips:
+        states, clip_token = reference_inputs(pipeline.vae, pipeline.image_encoder,
+                                              pipeline.champ, clip)
+        guidance = pipeline.champ.encode_guidance(clip["guidance"][None])
+        latents = sample_segment(pipeline.champ, guidance, states, clip_token,
+                                 config.ldm.schedule, settings, generator)
+        videos.append(decode_frames(pipeline.vae, latents))
+    score("video model, rendered guidance", np.concatenate(videos), np.concatenate(real),
+          time.perf_counter() - started)
+    strips.append([v[picks] for v in videos])
+
+    started, videos = time.perf_counter(), []
+    for clip, row in zip(clips, rows, strict=True):
+        music = snapshot.read(f"music/{config.music.backend}", row, slice(0, clip_frames))
+        first = to_uint8(clip["frames"][:, :1])[0]
+        videos.append(generate(pipeline, [(0, clip_frames)], [music.astype(np.float32)],
+                               first).frames)
+    score("video model, M2PEnc guidance (= eval)", np.concatenate(videos),
+          np.concatenate(real), time.perf_counter() - started)
+    strips.append([v[picks] for v in videos])
+    return strips
+
+
+def write_strip(path: str | None, strips: list[list[np.ndarray]]) -> None:
+    if path:
+        import imageio.v3 as iio
+
+        rows_of_strip = [np.concatenate([np.concatenate(list(part), axis=1) for part in kind],
+                                        axis=1) for kind in strips]
+        iio.imwrite(path, np.concatenate(rows_of_strip, axis=0))
+        print(f"wrote {path}: rows = ground truth, VAE, image stage, video (rendered "
+              "guidance), video (M2PEnc guidance)")
+
+
+def reference_inputs(vae, image_encoder, champ, clip: dict) -> tuple[dict, torch.Tensor]:
+    """The clip's first frame as reference: its banked states and CLIP token."""
+    first = clip["frames"][:, 0][None]
+    token = clip_embeds(image_encoder, first)
+    latents = vae.encode(first).latent_dist.mode() * vae.config.scaling_factor
+    return champ.reference_states(latents, token), token
+
+
+if __name__ == "__main__":
+    main()
