@@ -384,6 +384,11 @@ class EvaluationWeights(_Strict):
                                                          "state dict")
     lpips_net: Literal["alex", "vgg"] = "alex"
     dwpose: str | None = Field(None, description="DWPose whole-body ONNX (dw-ll_ucoco_384)")
+    blazepose: str | None = Field(
+        None, description="folder with BlazePose's pose_detection.tflite and "
+                          "pose_landmark_full.tflite, the 2D-BeatAlign detector when DWPose is "
+                          "not configured; null = the copy scripts/setup.sh takes out of the "
+                          "mediapipe wheel (<venv>/share/dancegen/blazepose)")
 
 
 class EvaluationConfig(_Strict):

@@ -25,7 +25,7 @@ from dancegen.flows.upstream import resolve_store_and_config
 from dancegen.storage.evaluation import EvaluationRun
 from dancegen.storage.ldm_checkpoint import LdmRun
 from dancegen.storage.snapshot import DatasetSnapshot
-from dancegen.tasks.evaluation import KEYPOINTS_DWPOSE, evaluate_clip
+from dancegen.tasks.evaluation import KEYPOINTS_M2PENC, evaluate_clip
 from dancegen.tasks.evaluation_report import summarize, write_report
 
 
@@ -124,9 +124,11 @@ def _notes(config: DancegenConfig, run: LdmRun, summary: dict) -> list[str]:
              f"{config.generation.ddim_steps} steps, CFG {config.generation.guidance_scale}",
              f"2D-BeatAlign: {config.evaluation.beat_align} variant in Table 1 (both variants in "
              "their own table); generated-video keypoints: "
-             f"{summary['keypoints']}; ground truth: "
-             + ("DWPose too" if summary["keypoints"] == KEYPOINTS_DWPOSE else
-                "the dataset's rendered keypoints (the paper's ground-truth row used DWPose)"),
+             f"{summary['keypoints']}"
+             + ("; ground truth: the dataset's rendered keypoints (the paper's ground-truth "
+                "row used DWPose)" if summary["keypoints"] == KEYPOINTS_M2PENC else
+                ("" if "DWPose" in summary["keypoints"] else
+                 " (BlazePose stands in for the paper's DWPose, which needs weight files)")),
              f"FVD{summary['fvd_frames']} over clips of {summary['fvd_frames']} frames; I3D: "
              f"{summary.get('fvd_network') or 'not loaded'}",
              f"{summary['seconds_per_generated_second']:.1f} s of compute per generated second"]

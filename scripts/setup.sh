@@ -49,6 +49,10 @@ read -ra TORCH_ARGS <<< "$TORCH_SPEC"
 # the network).
 .venv/bin/python -m pip install -q --no-deps -c constraints.txt lpips \
   2> >(grep -v "^WARNING: Location" >&2)
+# BlazePose's pretrained models (the evaluation's 2D pose detector when no DWPose weights are
+# configured) ship inside PyPI's mediapipe wheel; mediapipe itself pins numpy<2, so only the two
+# .tflite files are taken out of it (checksummed) and run with ai-edge-litert.
+bash scripts/fetch_blazepose.sh .venv/share/dancegen/blazepose
 # Compile librosa's numba kernels once, in one process: parallel first compiles in several Ray
 # workers can corrupt numba's on-disk cache (see tasks/music_features.warm_up).
 echo "setup: compiling librosa's numba kernels (once)"

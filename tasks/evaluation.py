@@ -5,10 +5,12 @@ The metrics, the paper's Table 1 (REFERENCE.md section 4.5 for the definitions):
 
 * PSNR, SSIM, LPIPS: per frame, generated vs ground truth, averaged over the clip;
 * FVD: over all clips at once (the flow), from the I3D features stored here per clip;
-* 2D-BeatAlign (Bailando's score on 2D keypoints vs the music beats), of both videos: with
-  DWPose's keypoints when its weights are configured (as the paper); else (labelled in the
-  record) the keypoints M2PEnc's heatmaps asked the generator to draw, and the ground truth's
-  rendered keypoints;
+* 2D-BeatAlign (FACT's and Bailando's scores on 2D keypoints vs the music beats), of both
+  videos, with keypoints *detected on the frames* by one detector for both: DWPose when its
+  weights are configured (as the paper), else BlazePose (MediaPipe's pretrained models from the
+  mediapipe wheel, which set-up fetches); only when neither loads (labelled in the record) the
+  keypoints M2PEnc's heatmaps asked the generator to draw, and the ground truth's rendered
+  keypoints;
 * AV-Align (audio onsets vs optical-flow peaks), of both videos.
 
 A metric whose weights are not configured (or fail to load) is left out with the reason,
@@ -31,8 +33,10 @@ from dancegen.storage.evaluation import EvaluationRun
 from dancegen.storage.media import write_mp4
 from dancegen.storage.metric_weights import load_i3d, load_lpips
 from dancegen.storage.snapshot import DatasetSnapshot
+from dancegen.storage.weights_cache import local_folder
 from dancegen.tasks.av_align import av_align
 from dancegen.tasks.beat_align_2d import DEFAULT_MIN_SCORE, BeatAlign2d, beat_align_2d
+from dancegen.tasks.blazepose import BlazePose
 from dancegen.tasks.dwpose import DwPose
 from dancegen.tasks.frame_metrics import psnr, ssim
 from dancegen.tasks.generation import generate, worker_pipeline
@@ -40,8 +44,8 @@ from dancegen.tasks.ldm_data import resize_images
 from dancegen.tasks.perceptual_metrics import fvd_clips, i3d_features, lpips_per_frame
 
 BEAT_ALIGN_VARIANTS = ("fact", "bailando")  # the report shows both
-KEYPOINTS_DWPOSE = "DWPose on the generated frames"
-KEYPOINTS_M2PENC = "M2PEnc's heatmap peaks (no DWPose weights: the pose asked for, not seen)"
+KEYPOINTS_M2PENC = ("M2PEnc's heatmap peaks (no pose detector loaded: the pose asked for, "
+                    "not seen)")
 
 
 @dataclass
@@ -50,8 +54,15 @@ class MetricModels:
 
     lpips: Any = None
     i3d: Any = None
-    dwpose: DwPose | None = None
+    pose: DwPose | BlazePose | None = None   # the 2D-BeatAlign detector, run on both videos
     missing: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def keypoints_source(self) -> str:
+        """What the 2D-BeatAlign keypoints are, for the record and the report."""
+        if self.pose is None:
+            return KEYPOINTS_M2PENC
+        return f"{self.pose.label} on the generated and the ground-truth frames"
 
 
 def _load(models: MetricModels, metric: str, url: str | None, setting: str, loader: Any) -> Any:
@@ -74,8 +85,18 @@ def _metric_models(weights_json: str) -> MetricModels:
                          lambda url: load_lpips(url, weights.lpips_net).to(device))
     models.i3d = _load(models, "FVD", weights.i3d, "i3d",
                        lambda url: load_i3d(url, protocol=weights.i3d_protocol).to(device))
-    models.dwpose = _load(models, "DWPose", weights.dwpose, "dwpose", DwPose.from_path)
+    models.pose = _load(models, "DWPose", weights.dwpose, "dwpose", DwPose.from_path)
+    if models.pose is None:  # the offline detector; DWPose stays the paper's choice
+        models.pose = _load_blazepose(models, weights.blazepose)
     return models
+
+
+def _load_blazepose(models: MetricModels, folder: str | None) -> BlazePose | None:
+    try:
+        return BlazePose.from_folder(local_folder(folder, "BlazePose") if folder else None)
+    except InputError as error:
+        models.missing["BlazePose"] = str(error)
+        return None
 
 
 def worker_metric_models(weights: EvaluationWeights) -> MetricModels:
@@ -148,13 +169,13 @@ def clip_metrics(clip: ClipData, generated: np.ndarray, generated_keypoints: np.
         frame_lpips = lpips_per_frame(models.lpips, real, generated)
         record["lpips"] = _mean(frame_lpips)
         record["per_frame"]["lpips"] = frame_lpips.tolist()
-    # DWPose's scores are detection confidences (below 0.3: missing); the peaks of M2PEnc's
-    # heatmaps are not, every frame's argmax is the position the generator was asked for
+    # a detector's scores are confidences (below 0.3: missing); the peaks of M2PEnc's heatmaps
+    # are not, every frame's argmax is the position the generator was asked for
     min_score = DEFAULT_MIN_SCORE
     real_keypoints = clip.keypoints
-    if models.dwpose is not None:  # like for like, as the paper: DWPose on both videos
-        generated_keypoints = models.dwpose.keypoints(generated)
-        real_keypoints = models.dwpose.keypoints(real)
+    if models.pose is not None:  # like for like, as the paper: one detector on both videos
+        generated_keypoints = models.pose.keypoints(generated)
+        real_keypoints = models.pose.keypoints(real)
     else:
         min_score = 0.0
     # both variants (FACT's, which the paper cites, and Bailando's, which EDGE-era papers
@@ -172,7 +193,7 @@ def clip_metrics(clip: ClipData, generated: np.ndarray, generated_keypoints: np.
         name: {k: None if v is None else v.score for k, v in sides.items()}
         for name, sides in variants.items()}
     record["av_align"] = {k: v.score for k, v in sync.items()}
-    record["keypoints"] = KEYPOINTS_DWPOSE if models.dwpose is not None else KEYPOINTS_M2PENC
+    record["keypoints"] = models.keypoints_source
     record["timeline"] = {
         "music_beats": clip.beats.tolist(),
         "motion_beats": {k: [] if v is None else np.asarray(v.motion_beats).tolist()

@@ -13,13 +13,20 @@ from ldm_helpers import FAST, SHORT, short_config
 from prefect_ray import RayTaskRunner
 from weight_files import StyleganVStandIn, alexnet_file, save_torchscript
 
+from dancegen.config import EvaluationWeights
 from dancegen.flows.evaluate import evaluate
 from dancegen.storage.dataset import DatasetStore
 from dancegen.storage.evaluation import EvaluationRun
 from dancegen.storage.ldm_checkpoint import LdmRun
 from dancegen.storage.media import probe_mp4
 from dancegen.storage.snapshot import current_snapshot_id
-from dancegen.tasks.evaluation import KEYPOINTS_M2PENC, ClipData, MetricModels, clip_metrics
+from dancegen.tasks.evaluation import (
+    KEYPOINTS_M2PENC,
+    ClipData,
+    MetricModels,
+    _metric_models,
+    clip_metrics,
+)
 from dancegen.tasks.evaluation_report import summarize, write_report
 from dancegen.tasks.frame_metrics import PSNR_CAP
 
@@ -142,7 +149,8 @@ def test_evaluate_flow_scores_the_test_split_and_resumes(trained: Path, tmp_path
     assert summary["lpips"] > 0 and summary["fvd"] > 0      # from the self-built weights
     assert 0 <= summary["beat_align"] <= 1 and summary["av_align"] >= 0
     assert set(summary["missing"]) == {"DWPose"} and str(missing) in summary["missing"]["DWPose"]
-    assert summary["keypoints"] == KEYPOINTS_M2PENC
+    # without DWPose, BlazePose (fetched by set-up) detects the keypoints of both videos
+    assert summary["keypoints"].startswith("BlazePose full (MediaPipe 0.10.21 wheel")
     records = evaluation.clips()
     for record in records.values():
         video = Path(evaluation.url) / record["video"]
@@ -150,6 +158,7 @@ def test_evaluate_flow_scores_the_test_split_and_resumes(trained: Path, tmp_path
         assert evaluation.features(record["clip"])["generated"].shape == (3, 400)
     report = (Path(evaluation.url) / "report.md").read_text()
     assert "not computed: DWPose" in report and "OFFLINE STAND-INS" in report
+    assert "BlazePose stands in for the paper's DWPose" in report
     assert f"dataset snapshot {snapshot}" in report
     assert all(record["snapshot"] == snapshot for record in records.values())
 
@@ -158,3 +167,11 @@ def test_evaluate_flow_scores_the_test_split_and_resumes(trained: Path, tmp_path
                  overrides=[*SHORT, *overrides], return_state=True)
     assert again.is_completed(), again.message
     assert json.dumps(evaluation.clips(), sort_keys=True) == json.dumps(records, sort_keys=True)
+
+
+def test_without_any_pose_detector_the_keypoints_are_m2pencs_and_say_so(tmp_path: Path) -> None:
+    weights = EvaluationWeights(blazepose=str(tmp_path / "no-blazepose"))
+    models = _metric_models(weights.model_dump_json())
+    assert models.pose is None and models.keypoints_source == KEYPOINTS_M2PENC
+    assert "no-blazepose" in models.missing["BlazePose"]
+    assert "DWPose" in models.missing  # not configured: the reason is recorded too
