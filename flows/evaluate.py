@@ -116,6 +116,16 @@ def evaluate(
     return Completed(message=headline, data=summary)
 
 
+def _detected(summary: dict) -> str:
+    """The share of keypoints the detector found in each video, when one ran."""
+    generated, real = (summary.get(f"keypoints_detected_{side}")
+                       for side in ("generated", "ground_truth"))
+    if generated is None or summary["keypoints"] == KEYPOINTS_M2PENC:
+        return ""
+    return (f"; keypoints detected: {generated:.0%} of the generated video's, {real:.0%} of "
+            "the ground truth's (the score uses only those)")
+
+
 def _notes(config: DancegenConfig, run: LdmRun, summary: dict) -> list[str]:
     """What a reader must know to compare the numbers with the paper's."""
     notes = [f"config {config.name}; {summary['clips']} clips ({summary['frames']} frames) of "
@@ -128,7 +138,8 @@ def _notes(config: DancegenConfig, run: LdmRun, summary: dict) -> list[str]:
              + ("; ground truth: the dataset's rendered keypoints (the paper's ground-truth "
                 "row used DWPose)" if summary["keypoints"] == KEYPOINTS_M2PENC else
                 ("" if "DWPose" in summary["keypoints"] else
-                 " (BlazePose stands in for the paper's DWPose, which needs weight files)")),
+                 " (BlazePose stands in for the paper's DWPose, which needs weight files)"))
+             + _detected(summary),
              f"FVD{summary['fvd_frames']} over clips of {summary['fvd_frames']} frames; I3D: "
              f"{summary.get('fvd_network') or 'not loaded'}",
              f"{summary['seconds_per_generated_second']:.1f} s of compute per generated second"]

@@ -194,6 +194,11 @@ def clip_metrics(clip: ClipData, generated: np.ndarray, generated_keypoints: np.
         for name, sides in variants.items()}
     record["av_align"] = {k: v.score for k, v in sync.items()}
     record["keypoints"] = models.keypoints_source
+    # how much of each video the detector could read: a blurred dancer yields few keypoints,
+    # and the BeatAlign of few keypoints says little
+    record["keypoints_detected"] = {
+        "generated": float(np.mean(generated_keypoints[..., 2] >= min_score)),
+        "ground_truth": float(np.mean(real_keypoints[..., 2] >= DEFAULT_MIN_SCORE))}
     record["timeline"] = {
         "music_beats": clip.beats.tolist(),
         "motion_beats": {k: [] if v is None else np.asarray(v.motion_beats).tolist()

@@ -70,6 +70,9 @@ def summarize(evaluation: EvaluationRun, records: list[dict[str, Any]],
             values = [v for r in records if (v := r.get("beat_align_variants", {})
                                              .get(variant, {}).get(side)) is not None]
             summary[f"beat_align_{variant}_{side}"] = float(np.mean(values)) if values else None
+    for side in ("generated", "ground_truth"):  # share of keypoints the detector found
+        values = [r["keypoints_detected"][side] for r in records if "keypoints_detected" in r]
+        summary[f"keypoints_detected_{side}"] = float(np.mean(values)) if values else None
     summary["beat_align"] = summary["beat_align_generated"]
     summary["av_align"] = summary["av_align_generated"]
     generated = sum(r["generated_seconds"] for r in records)

@@ -61,6 +61,7 @@ def test_the_ground_truth_against_itself_is_perfect() -> None:
     assert record["beat_align"]["generated"] == record["beat_align"]["ground_truth"] > 0.5
     assert record["av_align"]["generated"] == record["av_align"]["ground_truth"]
     assert record["keypoints"] == KEYPOINTS_M2PENC
+    assert record["keypoints_detected"] == {"generated": 1.0, "ground_truth": 1.0}
     assert "lpips" not in record
 
 
@@ -151,6 +152,9 @@ def test_evaluate_flow_scores_the_test_split_and_resumes(trained: Path, tmp_path
     assert set(summary["missing"]) == {"DWPose"} and str(missing) in summary["missing"]["DWPose"]
     # without DWPose, BlazePose (fetched by set-up) detects the keypoints of both videos
     assert summary["keypoints"].startswith("BlazePose full (MediaPipe 0.10.21 wheel")
+    # BlazePose reads the rendered ground truth in (nearly) every frame
+    assert summary["keypoints_detected_ground_truth"] > 0.9
+    assert 0 <= summary["keypoints_detected_generated"] <= 1
     records = evaluation.clips()
     for record in records.values():
         video = Path(evaluation.url) / record["video"]
@@ -159,6 +163,7 @@ def test_evaluate_flow_scores_the_test_split_and_resumes(trained: Path, tmp_path
     report = (Path(evaluation.url) / "report.md").read_text()
     assert "not computed: DWPose" in report and "OFFLINE STAND-INS" in report
     assert "BlazePose stands in for the paper's DWPose" in report
+    assert "keypoints detected: " in report
     assert f"dataset snapshot {snapshot}" in report
     assert all(record["snapshot"] == snapshot for record in records.values())
 
