@@ -8,8 +8,11 @@
 3. the video model (stages 2 + 3): the clip sampled with the rendered guidance, then with
    M2PEnc's guidance from the music (what the evaluation scores: the pose is then M2PEnc's).
 
-Each line prints mean PSNR (dB) and SSIM over the test clips' frames. ``--png`` writes a strip
-(ground truth, VAE, image stage, video with rendered and with M2PEnc guidance) to look at.
+Each line prints mean PSNR (dB) and SSIM over the test clips' frames and, where the rendered
+body is known, the IoU of the generated dancer's silhouette (pixels unlike the background) with
+the rendered body, next to a baseline: the reference frame's body against each frame's (what a
+generator that ignored the guidance and kept the reference pose would reach). ``--png`` writes
+a strip (ground truth, VAE, image stage, video with rendered and with M2PEnc guidance).
 """
 
 from __future__ import annotations
@@ -37,9 +40,31 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return pixels.permute(1, 2, 3, 0).numpy()
 
 
-def score(name: str, generated: np.ndarray, real: np.ndarray, seconds: float) -> None:
-    print(f"{name:<38} PSNR {psnr(generated, real).mean():6.2f} dB  "
-          f"SSIM {ssim(generated, real).mean():.3f}  ({seconds:.1f} s)")
+SILHOUETTE_TOLERANCE = 24  # 8-bit units from the background colour: the dancer's pixels
+
+
+def silhouette(frames: np.ndarray) -> np.ndarray:
+    """(F, R, R, 3) uint8 -> (F, R, R) bool: pixels unlike the frame's border colour."""
+    border = np.concatenate([frames[:, 0], frames[:, -1], frames[:, :, 0], frames[:, :, -1]],
+                            axis=1)
+    background = np.median(border, axis=1)[:, None, None]
+    return np.abs(frames.astype(np.int16) - background).max(axis=-1) > SILHOUETTE_TOLERANCE
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean per-frame intersection over union of two (F, R, R) masks."""
+    return float(np.mean((a & b).sum((1, 2)) / np.maximum((a | b).sum((1, 2)), 1)))
+
+
+def score(name: str, generated: np.ndarray, real: np.ndarray, seconds: float,
+          body: np.ndarray | None = None) -> None:
+    """PSNR and SSIM against the real frames; with the rendered ``body`` masks also whether
+    the generated dancer takes the guided pose: the IoU of its silhouette with the body."""
+    line = (f"{name:<38} PSNR {psnr(generated, real).mean():6.2f} dB  "
+            f"SSIM {ssim(generated, real).mean():.3f}")
+    if body is not None:
+        line += f"  silhouette IoU {iou(silhouette(generated), body):.2f}"
+    print(f"{line}  ({seconds:.1f} s)")
 
 
 @torch.no_grad()
@@ -75,6 +100,11 @@ def main() -> None:
           time.perf_counter() - started)
     strips.append([r[picks] for r in real])
     strips.append([d[picks] for d in decoded])
+    # the body as rendered (semantic map > 0): what a generator that follows the guidance draws
+    bodies = [clip["guidance"][2].sum(0).numpy() > 0 for clip in clips]
+    still = np.concatenate([np.repeat(b[:1], len(b), axis=0) for b in bodies])
+    print(f"{'(baseline: the reference pose kept)':<38} silhouette IoU "
+          f"{iou(still, np.concatenate(bodies)):.2f} of the first frame's body with each frame's")
 
     # stage 2 alone: the image stage's weights, temporal layers as they were before stage 3
     image_stage = new_champ(run, config)
@@ -92,15 +122,18 @@ def main() -> None:
             frames.append(decode_frames(vae, latents)[0])
         images.append(np.stack(frames))
     score("image stage, rendered guidance", np.concatenate(images),
-          np.concatenate([r[picks] for r in real]), time.perf_counter() - started)
+          np.concatenate([r[picks] for r in real]), time.perf_counter() - started,
+          np.concatenate([b[picks] for b in bodies]))
     strips.append(images)
     if run.done(3):
-        strips += video_parts(args.store, config, clips, rows, real, picks, generator)
+        strips += video_parts(args.store, config, clips, rows, real, picks, generator,
+                              np.concatenate(bodies))
     write_strip(args.png, strips)
 
 
 def video_parts(store: str, config, clips: list[dict], rows: list[int], real: list,
-                picks: np.ndarray, generator: torch.Generator) -> list[list[np.ndarray]]:
+                picks: np.ndarray, generator: torch.Generator, bodies: np.ndarray
+                ) -> list[list[np.ndarray]]:
     """Parts 3: the video model with rendered guidance, then with M2PEnc's."""
     pipeline = load_pipeline(store, config, torch.device("cpu"))
     settings, strips = SamplerSettings.of(config.generation), []
@@ -115,7 +148,7 @@ def video_parts(store: str, config, clips: list[dict], rows: list[int], real: li
                                  config.ldm.schedule, settings, generator)
         videos.append(decode_frames(pipeline.vae, latents))
     score("video model, rendered guidance", np.concatenate(videos), np.concatenate(real),
-          time.perf_counter() - started)
+          time.perf_counter() - started, bodies)
     strips.append([v[picks] for v in videos])
 
     started, videos = time.perf_counter(), []
@@ -125,7 +158,7 @@ def video_parts(store: str, config, clips: list[dict], rows: list[int], real: li
         videos.append(generate(pipeline, [(0, clip_frames)], [music.astype(np.float32)],
                                first).frames)
     score("video model, M2PEnc guidance (= eval)", np.concatenate(videos),
-          np.concatenate(real), time.perf_counter() - started)
+          np.concatenate(real), time.perf_counter() - started, bodies)
     strips.append([v[picks] for v in videos])
     return strips
 
