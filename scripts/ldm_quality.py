@@ -57,13 +57,18 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def score(name: str, generated: np.ndarray, real: np.ndarray, seconds: float,
-          body: np.ndarray | None = None) -> None:
+          body: np.ndarray | None = None, clips: int = 2) -> None:
     """PSNR and SSIM against the real frames; with the rendered ``body`` masks also whether
-    the generated dancer takes the guided pose: the IoU of its silhouette with the body."""
+    the generated dancer takes the guided pose: the IoU of its silhouette with the body, and
+    with the body of the ``clips`` reference frames (each clip's first frame)."""
     line = (f"{name:<38} PSNR {psnr(generated, real).mean():6.2f} dB  "
             f"SSIM {ssim(generated, real).mean():.3f}")
-    if body is not None:
-        line += f"  silhouette IoU {iou(silhouette(generated), body):.2f}"
+    if body is not None:  # (the first frame of each clip is the reference: its own pose)
+        drawn, frames = silhouette(generated), len(body) // clips
+        reference_pose = np.concatenate([np.repeat(body[i * frames:i * frames + 1], frames, 0)
+                                         for i in range(clips)])
+        line += (f"  silhouette IoU {iou(drawn, body):.2f} with the guided body, "
+                 f"{iou(drawn, reference_pose):.2f} with the reference's")
     print(f"{line}  ({seconds:.1f} s)")
 
 
@@ -102,9 +107,6 @@ def main() -> None:
     strips.append([d[picks] for d in decoded])
     # the body as rendered (semantic map > 0): what a generator that follows the guidance draws
     bodies = [clip["guidance"][2].sum(0).numpy() > 0 for clip in clips]
-    still = np.concatenate([np.repeat(b[:1], len(b), axis=0) for b in bodies])
-    print(f"{'(baseline: the reference pose kept)':<38} silhouette IoU "
-          f"{iou(still, np.concatenate(bodies)):.2f} of the first frame's body with each frame's")
 
     # stage 2 alone: the image stage's weights, temporal layers as they were before stage 3
     image_stage = new_champ(run, config)
