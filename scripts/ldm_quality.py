@@ -27,10 +27,9 @@ from dancegen.config import load_config
 from dancegen.storage.ldm_checkpoint import LdmRun
 from dancegen.storage.snapshot import DatasetSnapshot
 from dancegen.tasks.frame_metrics import psnr, ssim
-from dancegen.tasks.generation import generate, load_pipeline
+from dancegen.tasks.generation import generate, load_pipeline, reference_conditioning
 from dancegen.tasks.ldm_data import ClipDataset, ClipRequest, SampleSpec
 from dancegen.tasks.ldm_models import base_weights, frozen_encoders, load_finished, new_champ
-from dancegen.tasks.ldm_objectives import clip_embeds
 from dancegen.tasks.ldm_sampling import SamplerSettings, decode_frames, sample_segment
 
 
@@ -98,8 +97,8 @@ def main() -> None:
     started, real, decoded = time.perf_counter(), [], []
     for clip in clips:
         latents = vae.encode(clip["frames"].transpose(0, 1)).latent_dist.mode()
-        decoded.append(np.concatenate([decode_frames(vae, latents.transpose(0, 1)[None]
-                                                     * vae.config.scaling_factor)]))
+        decoded.append(decode_frames(vae, latents.transpose(0, 1)[None]
+                                     * vae.config.scaling_factor))
         real.append(to_uint8(clip["frames"]))
     score("VAE reconstruction", np.concatenate(decoded), np.concatenate(real),
           time.perf_counter() - started)
@@ -115,7 +114,8 @@ def main() -> None:
     settings = SamplerSettings.of(config.generation)
     started, images = time.perf_counter(), []
     for clip in clips:
-        states, clip_token = reference_inputs(vae, image_encoder, image_stage, clip)
+        states, clip_token = reference_conditioning(image_stage, vae, image_encoder,
+                                                    clip["frames"][:, 0][None])
         frames = []
         for f in picks:  # one frame at a time: stage 2 never saw frames beside each other
             guidance = image_stage.encode_guidance(clip["guidance"][None, :, :, f:f + 1])
@@ -143,8 +143,9 @@ def video_parts(store: str, config, clips: list[dict], rows: list[int], real: li
     clip_frames = len(real[0])
     started, videos = time.perf_counter(), []
     for clip in clips:
-        states, clip_token = reference_inputs(pipeline.vae, pipeline.image_encoder,
-                                              pipeline.champ, clip)
+        states, clip_token = reference_conditioning(pipeline.champ, pipeline.vae,
+                                                    pipeline.image_encoder,
+                                                    clip["frames"][:, 0][None])
         guidance = pipeline.champ.encode_guidance(clip["guidance"][None])
         latents = sample_segment(pipeline.champ, guidance, states, clip_token,
                                  config.ldm.schedule, settings, generator)
@@ -174,14 +175,6 @@ def write_strip(path: str | None, strips: list[list[np.ndarray]]) -> None:
         iio.imwrite(path, np.concatenate(rows_of_strip, axis=0))
         print(f"wrote {path}: rows = ground truth, VAE, image stage, video (rendered "
               "guidance), video (M2PEnc guidance)")
-
-
-def reference_inputs(vae, image_encoder, champ, clip: dict) -> tuple[dict, torch.Tensor]:
-    """The clip's first frame as reference: its banked states and CLIP token."""
-    first = clip["frames"][:, 0][None]
-    token = clip_embeds(image_encoder, first)
-    latents = vae.encode(first).latent_dist.mode() * vae.config.scaling_factor
-    return champ.reference_states(latents, token), token
 
 
 if __name__ == "__main__":

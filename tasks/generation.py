@@ -179,6 +179,17 @@ def generate_for_music(pipeline: LdmPipeline, audio: np.ndarray, rate: int,
 
 
 @torch.no_grad()
+def reference_conditioning(champ: ChampModel, vae: AutoencoderKL,
+                           image_encoder: CLIPVisionModelWithProjection, pixels: torch.Tensor
+                           ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """A (1, 3, R, R) reference image in [-1, 1] -> (its banked reference-U-Net states, its
+    CLIP token): computed once per video, the same at every denoising step."""
+    clip = clip_embeds(image_encoder, pixels)
+    latents = vae.encode(pixels).latent_dist.mode() * vae.config.scaling_factor
+    return champ.reference_states(latents, clip), clip
+
+
+@torch.no_grad()
 def generate(pipeline: LdmPipeline, spans: list[tuple[int, int]], features: list[np.ndarray],
              reference: np.ndarray, seed: int | None = None,
              on_step: Callable[[int, int], None] = lambda done, total: None) -> GeneratedVideo:
@@ -195,10 +206,8 @@ def generate(pipeline: LdmPipeline, spans: list[tuple[int, int]], features: list
                          f"{pipeline.resolution}x{pipeline.resolution} RGB")
 
     pixels = torch.from_numpy(reference).permute(2, 0, 1)[None].float().to(device) / 127.5 - 1
-    clip = clip_embeds(pipeline.image_encoder, pixels)
-    reference_latents = pipeline.vae.encode(pixels).latent_dist.mode()
-    reference_states = pipeline.champ.reference_states(
-        reference_latents * pipeline.vae.config.scaling_factor, clip)
+    reference_states, clip = reference_conditioning(pipeline.champ, pipeline.vae,
+                                                    pipeline.image_encoder, pixels)
 
     steps_total, done = len(spans) * settings.steps, 0
 

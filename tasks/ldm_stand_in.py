@@ -11,7 +11,7 @@ Three things make a few hundred VAE steps enough (measured with scripts/ldm_qual
 plain L1 from diffusers' initialisation, 300 steps still decoded the dancer as a blob):
 
 * the posterior starts nearly deterministic, as a trained SD VAE is (std ~0.01), and stays so
-  (no KL term, see :data:`KL_WEIGHT`): from the default initialisation (std 1) the latents
+  (no KL term, see the training loop): from the default initialisation (std 1) the latents
   were half noise after 80 steps, and the diffusion model learnt to denoise the VAE's own
   noise;
 * pixels unlike the frame's background weigh ``vae_foreground_weight`` more: the dancer is
@@ -37,11 +37,6 @@ from dancegen.storage.ldm_checkpoint import LdmRun
 from dancegen.storage.location import StoreLocation
 from dancegen.tasks.ldm_data import ClipSource
 
-# SD's VAE weighs its KL term 1e-6; here it is left out. Under Adam even that weight moved the
-# log-variance towards the prior's 0 at the full step size, since the reconstruction barely
-# resists small noise: the posterior std went from 0.007 to 0.38 in 500 steps, making the
-# latents noisy. Without it the posterior stays near-deterministic, as a trained SD VAE's is.
-KL_WEIGHT = 0.0
 INITIAL_LOGVAR = -10.0  # posterior std e^-5 at the start (a trained SD VAE's is ~1e-2)
 BACKGROUND_TOLERANCE = 0.05  # in [-1, 1] units: farther from the frame's median is foreground
 
@@ -77,10 +72,12 @@ def train_stand_in_vae(vae: AutoencoderKL, source: ClipSource, config: DancegenC
         posterior = vae.encode(images).latent_dist
         latents = posterior.mean + posterior.std * torch.randn(posterior.mean.shape,
                                                                generator=generator)
+        # no KL term (SD's VAE weighs it 1e-6): under Adam even that weight moved the
+        # log-variance towards the prior's 0 at the full step size, as the reconstruction
+        # barely resists small noise (the posterior std went from 0.007 to 0.38 in 500 steps,
+        # making the latents noisy); without it the posterior stays near-deterministic
         loss = foreground_weighted_l1(vae.decode(latents).sample, images,
                                       stand_in.vae_foreground_weight)
-        if KL_WEIGHT:
-            loss = loss + KL_WEIGHT * posterior.kl().mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
