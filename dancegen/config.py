@@ -333,6 +333,10 @@ class LdmConfig(_Strict):
     snr_gamma: float | None = Field(
         None, gt=0, description="min-SNR loss weighting (CHAMP: 5); null = plain MSE")
     uncond_ratio: float = Field(0.1, ge=0, lt=1, description="reference dropped (for CFG)")
+    target_shift: int = Field(
+        0, ge=0, description="stage 2: move each target frame and its guidance (not the "
+                             "reference) by a random offset of up to this many pixels, so the "
+                             "body's place must come from the guidance (0 = CHAMP: none)")
     heatmap_loss_weight: float = Field(1.0, ge=0, description="stage 1: L1 + w * heatmap MSE")
     stage3_pixel_weight: float = Field(0.5, ge=0, description="stage 3: 0.5 Lpix + 0.5 Lguid")
     stage3_guidance_weight: float = Field(0.5, ge=0)

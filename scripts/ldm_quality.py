@@ -4,7 +4,10 @@
 
 1. the VAE alone: PSNR/SSIM of decode(encode(frame)) against the frame (its ceiling);
 2. the image stage (stage 2) alone: single frames sampled with the *rendered* guidance of
-   those frames and the clip's first frame as reference (what stage 2 learnt to do);
+   those frames and the clip's first frame as reference (what stage 2 learnt to do), then
+   with that guidance moved ``DISPLACEMENT`` pixels to the right: a model that follows the
+   guidance draws the dancer there (high IoU with the moved body, low with the unmoved one),
+   one that copies the reference leaves it in place;
 3. the video model (stages 2 + 3): the clip sampled with the rendered guidance, then with
    M2PEnc's guidance from the music (what the evaluation scores: the pose is then M2PEnc's).
 
@@ -30,6 +33,7 @@ from dancegen.tasks.frame_metrics import psnr, ssim
 from dancegen.tasks.generation import generate, load_pipeline, reference_conditioning
 from dancegen.tasks.ldm_data import ClipDataset, ClipRequest, SampleSpec
 from dancegen.tasks.ldm_models import base_weights, frozen_encoders, load_finished, new_champ
+from dancegen.tasks.ldm_objectives import shift_images
 from dancegen.tasks.ldm_sampling import SamplerSettings, decode_frames, sample_segment
 
 
@@ -39,6 +43,7 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return pixels.permute(1, 2, 3, 0).numpy()
 
 
+DISPLACEMENT = 24  # pixels (of 128): well clear of the body's own width (~15 px)
 SILHOUETTE_TOLERANCE = 24  # 8-bit units from the background colour: the dancer's pixels
 
 
@@ -112,21 +117,33 @@ def main() -> None:
     load_finished(2, run, image_stage, None)
     image_stage.requires_grad_(False).eval()
     settings = SamplerSettings.of(config.generation)
-    started, images = time.perf_counter(), []
-    for clip in clips:
-        states, clip_token = reference_conditioning(image_stage, vae, image_encoder,
-                                                    clip["frames"][:, 0][None])
-        frames = []
-        for f in picks:  # one frame at a time: stage 2 never saw frames beside each other
-            guidance = image_stage.encode_guidance(clip["guidance"][None, :, :, f:f + 1])
-            latents = sample_segment(image_stage, guidance, states, clip_token,
-                                     config.ldm.schedule, settings, generator)
-            frames.append(decode_frames(vae, latents)[0])
-        images.append(np.stack(frames))
-    score("image stage, rendered guidance", np.concatenate(images),
-          np.concatenate([r[picks] for r in real]), time.perf_counter() - started,
-          np.concatenate([b[picks] for b in bodies]))
-    strips.append(images)
+    picked_real = np.concatenate([r[picks] for r in real])
+    picked_bodies = np.concatenate([b[picks] for b in bodies])
+    for moved in (0, DISPLACEMENT):
+        started, images = time.perf_counter(), []
+        for clip in clips:
+            states, clip_token = reference_conditioning(image_stage, vae, image_encoder,
+                                                        clip["frames"][:, 0][None])
+            frames = []
+            for f in picks:  # one frame at a time: stage 2 never saw frames beside each other
+                rendered = shift_images(clip["guidance"][None, :, :, f:f + 1], moved, 0,
+                                        "constant")
+                latents = sample_segment(image_stage, image_stage.encode_guidance(rendered),
+                                         states, clip_token, config.ldm.schedule, settings,
+                                         generator)
+                frames.append(decode_frames(vae, latents)[0])
+            images.append(np.stack(frames))
+        seconds = time.perf_counter() - started
+        if moved:
+            drawn = silhouette(np.concatenate(images))
+            moved_bodies = np.roll(picked_bodies, moved, axis=2)  # the body is far from the edge
+            print(f"{f'image stage, guidance moved {moved} px':<38} silhouette IoU "
+                  f"{iou(drawn, moved_bodies):.2f} with the moved body, "
+                  f"{iou(drawn, picked_bodies):.2f} with the unmoved one  ({seconds:.1f} s)")
+        else:
+            score("image stage, rendered guidance", np.concatenate(images), picked_real,
+                  seconds, picked_bodies)
+        strips.append(images)
     if run.done(3):
         strips += video_parts(args.store, config, clips, rows, real, picks, generator,
                               np.concatenate(bodies))
@@ -173,8 +190,8 @@ def write_strip(path: str | None, strips: list[list[np.ndarray]]) -> None:
         rows_of_strip = [np.concatenate([np.concatenate(list(part), axis=1) for part in kind],
                                         axis=1) for kind in strips]
         iio.imwrite(path, np.concatenate(rows_of_strip, axis=0))
-        print(f"wrote {path}: rows = ground truth, VAE, image stage, video (rendered "
-              "guidance), video (M2PEnc guidance)")
+        print(f"wrote {path}: rows = ground truth, VAE, image stage (rendered guidance, "
+              f"then moved {DISPLACEMENT} px), video (rendered guidance), video (M2PEnc's)")
 
 
 if __name__ == "__main__":

@@ -121,6 +121,32 @@ class DenoisingObjective(nn.Module):
         return self.pixel_weight * pixel_loss + self.guidance_weight * guidance_loss, parts
 
 
+def shift_images(images: Tensor, dx: int, dy: int, fill: str) -> Tensor:
+    """Move (..., H, W) images ``dx`` pixels right and ``dy`` down; the uncovered border is
+    the edge pixels repeated (``fill="replicate"``, for frames) or zeros ("constant", for
+    guidance maps, whose background is 0)."""
+    h, w = images.shape[-2:]
+    pad = (max(dx, 0), max(-dx, 0), max(dy, 0), max(-dy, 0))
+    padded = F.pad(images.reshape(1, -1, h, w), pad, mode=fill)
+    moved = padded[..., max(-dy, 0):max(-dy, 0) + h, max(-dx, 0):max(-dx, 0) + w]
+    return moved.reshape(images.shape)
+
+
+def displace_targets(frames: Tensor, guidance: Tensor, max_shift: int,
+                     generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Stage 2's target frames (B, 3, F, R, R) and their guidance (B, G, 3, F, R, R), each
+    sample moved by its own random offset of up to ``max_shift`` pixels; the reference
+    frame is not moved. Why: a reference from the same short clip stands almost where the
+    target does, so copying it is a good guess a short training learns first, and the
+    guidance is ignored; once the target can stand elsewhere, only the guidance says where
+    the body is (scripts/ldm_quality.py measures it with displaced guidance)."""
+    offsets = torch.randint(-max_shift, max_shift + 1, (len(frames), 2), generator=generator)
+    moved = [(shift_images(f, int(dx), int(dy), "replicate"),
+              shift_images(g, int(dx), int(dy), "constant"))
+             for f, g, (dx, dy) in zip(frames, guidance, offsets.tolist(), strict=True)]
+    return torch.stack([f for f, _ in moved]), torch.stack([g for _, g in moved])
+
+
 def add_noise(scheduler: DDPMScheduler, latents: Tensor, generator: torch.Generator,
               noise_offset: float) -> tuple[Tensor, Tensor, Tensor]:
     """(noisy latents, noise, timesteps) for (B, C, F, h, w) latents, CHAMP's offset noise."""

@@ -45,6 +45,7 @@ from dancegen.tasks.ldm_objectives import (
     add_noise,
     clip_embeds,
     denoising_target,
+    displace_targets,
     encode_latents,
     min_snr_weights,
 )
@@ -125,6 +126,9 @@ def make_batch(stage: int, data: dict[str, torch.Tensor], generator: torch.Gener
     if stage == 1:
         return data
     vae, image_encoder = frozen
+    if stage == 2 and config.ldm.target_shift:
+        data["frames"], data["guidance"] = displace_targets(
+            data["frames"], data["guidance"], config.ldm.target_shift, generator)
     latents = encode_latents(vae, data.pop("frames"), generator)
     reference = data.pop("reference")
     noisy, noise, timesteps = add_noise(scheduler, latents, generator, config.ldm.noise_offset)
