@@ -183,6 +183,8 @@ class TrainStageConfig(_Strict):
     batch_size: int = Field(gt=0)
     frames: int = Field(gt=0, description="frames per training sample")
     resolution: int = Field(gt=0, multiple_of=64)
+    learning_rate: float | None = Field(None, gt=0, description="this stage's AdamW rate; "
+                                                                "null = training.learning_rate")
 
 
 class LoaderConfig(_Strict):

@@ -2,14 +2,16 @@
 
     .venv/bin/python scripts/ldm_quality.py STORE [--config local-cpu] [--set key=value ...]
 
-1. the VAE alone: PSNR/SSIM of decode(encode(frame)) against the frame (its ceiling);
+1. the VAE alone: PSNR/SSIM of decode(encode(frame)) against the frame, and its dancer's
+   silhouette against the body (the ceiling of everything below);
 2. the image stage (stage 2) alone: single frames sampled with the *rendered* guidance of
    those frames and the clip's first frame as reference (what stage 2 learnt to do), then
    with that guidance moved ``DISPLACEMENT`` pixels to the right: a model that follows the
    guidance draws the dancer there (high IoU with the moved body, low with the unmoved one),
    one that copies the reference leaves it in place;
 3. the video model (stages 2 + 3): the clip sampled with the rendered guidance, then with
-   M2PEnc's guidance from the music (what the evaluation scores: the pose is then M2PEnc's).
+   M2PEnc's guidance from the music (what the evaluation scores: the pose is then M2PEnc's),
+   and how M2PEnc's guidance maps compare with the rendered ones.
 
 Each line prints mean PSNR (dB) and SSIM over the test clips' frames and, where the rendered
 body is known, the IoU of the generated dancer's silhouette (pixels unlike the background) with
@@ -33,7 +35,7 @@ from dancegen.tasks.frame_metrics import psnr, ssim
 from dancegen.tasks.generation import generate, load_pipeline, reference_conditioning
 from dancegen.tasks.ldm_data import ClipDataset, ClipRequest, SampleSpec
 from dancegen.tasks.ldm_models import base_weights, frozen_encoders, load_finished, new_champ
-from dancegen.tasks.ldm_objectives import shift_images
+from dancegen.tasks.ldm_objectives import m2penc_guidance_images, shift_images
 from dancegen.tasks.ldm_sampling import SamplerSettings, decode_frames, sample_segment
 
 
@@ -105,12 +107,12 @@ def main() -> None:
         decoded.append(decode_frames(vae, latents.transpose(0, 1)[None]
                                      * vae.config.scaling_factor))
         real.append(to_uint8(clip["frames"]))
-    score("VAE reconstruction", np.concatenate(decoded), np.concatenate(real),
-          time.perf_counter() - started)
-    strips.append([r[picks] for r in real])
-    strips.append([d[picks] for d in decoded])
     # the body as rendered (semantic map > 0): what a generator that follows the guidance draws
     bodies = [clip["guidance"][2].sum(0).numpy() > 0 for clip in clips]
+    score("VAE reconstruction", np.concatenate(decoded), np.concatenate(real),
+          time.perf_counter() - started, np.concatenate(bodies))
+    strips.append([r[picks] for r in real])
+    strips.append([d[picks] for d in decoded])
 
     # stage 2 alone: the image stage's weights, temporal layers as they were before stage 3
     image_stage = new_champ(run, config)
@@ -171,16 +173,34 @@ def video_parts(store: str, config, clips: list[dict], rows: list[int], real: li
           time.perf_counter() - started, bodies)
     strips.append([v[picks] for v in videos])
 
-    started, videos = time.perf_counter(), []
+    started, videos, asked = time.perf_counter(), [], []
     for clip, row in zip(clips, rows, strict=True):
-        music = snapshot.read(f"music/{config.music.backend}", row, slice(0, clip_frames))
+        music = snapshot.read(f"music/{config.music.backend}", row,
+                              slice(0, clip_frames)).astype(np.float32)
         first = to_uint8(clip["frames"][:, :1])[0]
-        videos.append(generate(pipeline, [(0, clip_frames)], [music.astype(np.float32)],
-                               first).frames)
+        videos.append(generate(pipeline, [(0, clip_frames)], [music], first).frames)
+        guidance_64, _ = pipeline.m2penc(torch.from_numpy(music)[None])
+        asked.append(m2penc_guidance_images(guidance_64, clip["guidance"].shape[-1],
+                                            clamp=True)[0])
+    rendered = torch.stack([clip["guidance"] for clip in clips])
+    print(f"{'M2PEnc guidance vs the rendered maps':<38} "
+          + guidance_comparison(torch.stack(asked), rendered))
     score("video model, M2PEnc guidance (= eval)", np.concatenate(videos),
           np.concatenate(real), time.perf_counter() - started, bodies)
     strips.append([v[picks] for v in videos])
     return strips
+
+
+def guidance_comparison(asked: torch.Tensor, rendered: torch.Tensor) -> str:
+    """How much of the rendered maps' picture M2PEnc draws, on (B, G, 3, F, R, R) guidance
+    images: the mean absolute error, and its spatial contrast (the std over pixels: is there
+    a body?) and its frame-to-frame change (does it move?) as fractions of the rendered ones'."""
+    def change(maps: torch.Tensor) -> float:
+        return float((maps[:, :, :, 1:] - maps[:, :, :, :-1]).abs().mean())
+
+    contrast = float(asked.std(dim=(-2, -1)).mean() / rendered.std(dim=(-2, -1)).mean())
+    return (f"L1 {float((asked - rendered).abs().mean()):.3f}, contrast {contrast:.0%}, "
+            f"frame-to-frame change {change(asked) / change(rendered):.0%} of the rendered")
 
 
 def write_strip(path: str | None, strips: list[list[np.ndarray]]) -> None:

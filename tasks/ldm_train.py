@@ -169,8 +169,8 @@ def train_stage(stage: int, store: str, config: DancegenConfig, *, rank: int = 0
     objective, champ, m2penc = build_stage(stage, run, config)
     objective.to(device)
     trainable = [p for p in objective.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=training.learning_rate,
-                                  weight_decay=training.weight_decay)
+    learning_rate = settings.learning_rate or training.learning_rate
+    optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=training.weight_decay)
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)  # constant
     step, losses, scaler_state = 0, [], None
     resumed = run.training_state(stage)
