@@ -11,6 +11,7 @@ import shutil
 import socket
 import tempfile
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 _HOME = Path(tempfile.mkdtemp(prefix="dancegen-tests-"))
@@ -158,6 +159,19 @@ def trained(built_store: Path) -> Path:
     for stage in (1, 2, 3):
         train_stage(stage, str(built_store), config)
     return built_store
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """On a pytest-xdist worker: hand the fault tally to the controller."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["fault_outcomes"] = [asdict(o) for o in fault_report.OUTCOMES]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object) -> None:
+    """On the pytest-xdist controller: collect a finished worker's fault tally."""
+    fault_report.add_from_worker(getattr(node, "workeroutput", {}).get("fault_outcomes", []))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -1,6 +1,7 @@
 """The fault-injection tests' tally: per fault, units tried, lost and recomputed.
 
-Each fault test calls :func:`record`; conftest.py prints the table at the end of the run
+Each fault test calls :func:`record`; conftest.py prints the table at the end of the run (under
+pytest-xdist each worker sends its outcomes to the controller, which prints them)
 (the figures issue 10's resolution reports), and writes it as JSON when
 ``DANCEGEN_FAULT_REPORT`` names a file.
 """
@@ -29,6 +30,11 @@ OUTCOMES: list[FaultOutcome] = []
 def record(fault: str, tried: int, lost: int, recomputed: int, note: str = "") -> None:
     """Add one fault's outcome to the run's table."""
     OUTCOMES.append(FaultOutcome(fault, tried, lost, recomputed, note))
+
+
+def add_from_worker(outcomes: list[dict]) -> None:
+    """Add the outcomes a pytest-xdist worker recorded (sent as dicts) to this process's."""
+    OUTCOMES.extend(FaultOutcome(**outcome) for outcome in outcomes)
 
 
 def table() -> list[str]:
